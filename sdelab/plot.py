@@ -1,0 +1,112 @@
+"""Pictures for the book: image grids, 2-D samples and score fields, trajectories, animations.
+
+Plain matplotlib; every function draws on an ``ax`` it is given (or a new one) and returns it,
+so chapters compose figures freely.
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib import animation
+
+from .utils import ScoreFn, Tensor
+
+__all__ = ["to_image_grid", "show_images", "scatter_2d", "score_field", "trajectories_1d", "animate_2d"]
+
+
+def to_image_grid(x: Tensor, nrow: int | None = None, value_range: tuple[float, float] = (-1.0, 1.0), pad: int = 1) -> np.ndarray:
+    """Tile images ``(B, C, H, W)`` into one ``(H', W')`` or ``(H', W', 3)`` array in [0, 1].
+
+    Values are mapped from ``value_range`` to [0, 1] and clipped; ``nrow`` images per row
+    (default: a square-ish grid).
+    """
+    if x.dim() != 4:
+        raise ValueError(f"x must have shape (B, C, H, W), got {tuple(x.shape)}")
+    b, c, h, w = x.shape
+    if c not in (1, 3):
+        raise ValueError(f"x must have 1 or 3 channels, got {c}")
+    nrow = nrow or math.ceil(math.sqrt(b))
+    ncol = math.ceil(b / nrow)
+    lo, hi = value_range
+    imgs = ((x.detach().float().cpu() - lo) / (hi - lo)).clamp(0, 1).numpy()
+    grid = np.ones((c, ncol * (h + pad) + pad, nrow * (w + pad) + pad), dtype=np.float32)
+    for i in range(b):
+        r, q = divmod(i, nrow)
+        grid[:, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w] = imgs[i]
+    return grid[0] if c == 1 else grid.transpose(1, 2, 0)
+
+
+def show_images(x: Tensor, ax=None, nrow: int | None = None, title: str | None = None, value_range=(-1.0, 1.0)):
+    """Show a batch of images as one grid on ``ax``."""
+    ax = ax or plt.gca()
+    grid = to_image_grid(x, nrow=nrow, value_range=value_range)
+    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def scatter_2d(x: Tensor, ax=None, lim: float = 4.0, title: str | None = None, **kwargs):
+    """Scatter 2-D points ``(B, 2)`` in a square window ``[-lim, lim]^2``."""
+    ax = ax or plt.gca()
+    pts = x.detach().cpu()
+    ax.scatter(pts[:, 0], pts[:, 1], s=kwargs.pop("s", 2), alpha=kwargs.pop("alpha", 0.5), **kwargs)
+    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def score_field(score_fn: ScoreFn, t: float, ax=None, lim: float = 4.0, n: int = 21, normalize: bool = True, dtype=torch.float64, device=None, **kwargs):
+    """Quiver plot of a 2-D score ``score_fn(x, t)`` on an ``n x n`` grid.
+
+    With ``normalize`` the arrows show direction only (scores span orders of magnitude).
+    """
+    ax = ax or plt.gca()
+    u = torch.linspace(-lim, lim, n, dtype=dtype, device=device)
+    gx, gy = torch.meshgrid(u, u, indexing="xy")
+    pts = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
+    with torch.no_grad():
+        s = score_fn(pts, torch.full((pts.shape[0],), float(t), dtype=dtype, device=device)).to(dtype)
+    if normalize:
+        s = s / s.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    pts, s = pts.cpu(), s.cpu()
+    ax.quiver(pts[:, 0], pts[:, 1], s[:, 0], s[:, 1], angles="xy", **kwargs)
+    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
+    return ax
+
+
+def trajectories_1d(times: Tensor, trajectory: Tensor, ax=None, n: int = 50, **kwargs):
+    """Plot the first coordinate of ``n`` paths; ``trajectory`` is ``(S, B, ...)`` at ``times`` ``(S,)``."""
+    ax = ax or plt.gca()
+    tr = trajectory.detach().cpu().flatten(2)[:, :n, 0]
+    ax.plot(times.detach().cpu(), tr, lw=kwargs.pop("lw", 0.6), alpha=kwargs.pop("alpha", 0.6), **kwargs)
+    ax.set_xlabel("t")
+    return ax
+
+
+def animate_2d(times: Tensor, trajectory: Tensor, lim: float = 4.0, frames: int = 40, interval: int = 80, figsize=(4, 4)) -> animation.FuncAnimation:
+    """An animation of 2-D points moving along ``trajectory`` ``(S, B, 2)`` at ``times`` ``(S,)``.
+
+    Display it in a notebook with ``IPython.display.HTML(anim.to_jshtml())``.
+    """
+    traj = trajectory.detach().cpu()
+    idx = np.unique(np.linspace(0, traj.shape[0] - 1, frames).round().astype(int))
+    fig, ax = plt.subplots(figsize=figsize)
+    sc = ax.scatter(traj[idx[0], :, 0], traj[idx[0], :, 1], s=2, alpha=0.5)
+    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
+    title = ax.set_title("")
+
+    def update(k):
+        sc.set_offsets(traj[idx[k]].numpy())
+        title.set_text(f"t = {float(times[idx[k]]):.3f}")
+        return sc, title
+
+    anim = animation.FuncAnimation(fig, update, frames=len(idx), interval=interval, blit=False)
+    plt.close(fig)
+    return anim
