@@ -1,16 +1,23 @@
-"""The website builds from the stored chapters with Sphinx warnings treated as errors."""
+"""The website: it builds from the stored chapters with warnings as errors, and a real browser
+(headless Chromium) loads every page with no broken internal link and no missing image."""
 
 from __future__ import annotations
 
+import functools
+import http.server
+import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from urllib.parse import urldefrag, urljoin, urlparse
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOTS = ROOT / "_build" / "screenshots"
 
 
 def _toc_files() -> list[str]:
@@ -29,18 +36,86 @@ def test_every_toc_entry_exists_and_every_chapter_is_in_the_toc():
         assert f"book/{nb.stem}" in files, f"{nb.name} is not in _toc.yml, so it would not be built"
 
 
-@pytest.mark.slow
-def test_book_builds_without_warnings(tmp_path):
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    """Build the book once (warnings are errors) into a temporary folder; yield its html root."""
     jb = Path(sys.executable).with_name("jupyter-book")
-    if not jb.exists():
-        jb = shutil.which("jupyter-book")
+    jb = str(jb) if jb.exists() else shutil.which("jupyter-book")
     assert jb, "jupyter-book is not installed: pip install -e '.[book]'"
-    out = tmp_path / "site"
+    out = tmp_path_factory.mktemp("site")
     proc = subprocess.run(
-        [str(jb), "build", str(ROOT), "--path-output", str(out), "--warningiserror", "--keep-going"],
+        [jb, "build", str(ROOT), "--path-output", str(out), "--warningiserror", "--keep-going"],
         capture_output=True, text=True, timeout=600,
     )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    html = out / "_build" / "html"
+    assert proc.returncode == 0, "jupyter-book build failed:\n" + proc.stdout[-4000:] + proc.stderr[-4000:]
+    return out / "_build" / "html"
+
+
+@pytest.mark.slow
+def test_book_builds_without_warnings(site):
     for f in _toc_files():
-        assert (html / f"{f}.html").exists(), f"{f}.html was not built"
+        assert (site / f"{f}.html").exists(), f"{f}.html was not built"
+
+
+def _chromium():
+    """A headless Chromium driven by Selenium, or a skip (a failure under CI) when it is missing."""
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        msg = "Chromium is needed: apt-get install chromium chromium-driver"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1280,1600"):
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(driver), options=opts)
+
+
+@pytest.fixture(scope="module")
+def served(site):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+@pytest.mark.slow
+def test_every_page_loads_in_a_browser_with_working_links_and_images(site, served):
+    browser = _chromium()
+    try:
+        pages = [served + f"{f}.html" for f in _toc_files()]
+        seen, broken = set(), []
+        for url in pages:
+            browser.get(url)
+            assert browser.title, f"{url} has no title"
+            # every <img> finished loading with real pixels
+            bad_imgs = browser.execute_script(
+                "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
+            assert not bad_imgs, f"{url}: images failed to load: {bad_imgs}"
+            for href in browser.execute_script("return Array.from(document.querySelectorAll('a[href]')).map(a => a.href)"):
+                target, anchor = urldefrag(urljoin(url, href))
+                if urlparse(target).netloc != urlparse(served).netloc or (target, anchor) in seen:
+                    continue
+                seen.add((target, anchor))
+                path = site / urlparse(target).path.lstrip("/")
+                if path.is_dir():
+                    path = path / "index.html"
+                if not path.exists():
+                    broken.append(f"{url} -> {href}")
+                elif anchor and path.suffix == ".html" and f'id="{anchor}"' not in path.read_text(errors="ignore"):
+                    broken.append(f"{url} -> {href} (no such anchor)")
+        assert not broken, "broken internal links:\n" + "\n".join(broken)
+        # screenshots of the home page and a chapter, for people to look at
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        for name, url in [("home", served + "book/intro.html"), ("chapter", pages[1])]:
+            browser.get(url)
+            assert browser.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+    finally:
+        browser.quit()
