@@ -1,0 +1,1 @@
+"""Checks of the exercises, one module per chapter (registered with ``exercises.registry.exercise``)."""

@@ -1,0 +1,1 @@
+"""Reference solutions of the exercises (the library itself is the reference behind them)."""
