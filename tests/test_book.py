@@ -119,3 +119,16 @@ def test_every_page_loads_in_a_browser_with_working_links_and_images(site, serve
             assert browser.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
     finally:
         browser.quit()
+
+
+def test_install_cells_use_the_one_repository_url():
+    """The repository URL is one setting (_config.yml); every chapter's Colab install cell uses it."""
+    import json
+
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    for nb in sorted((ROOT / "book").glob("*.ipynb")):
+        cells = json.loads(nb.read_text())["cells"]
+        first_code = next("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        assert "import sdelab" in first_code and f"git+{url}" in first_code, (
+            f"{nb.name}: the first code cell must be the guarded install cell using git+{url}"
+        )
