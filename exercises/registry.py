@@ -13,6 +13,7 @@ from typing import Callable
 
 CHAPTER_MODULES = {
     "ch01": "ch01_forward",
+    "ch02": "ch02_reverse",
 }
 
 
