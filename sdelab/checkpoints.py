@@ -1,0 +1,223 @@
+"""Save and load trained networks: safetensors weights plus a JSON card, and the shipped registry.
+
+A checkpoint is two files with one stem: ``<stem>.safetensors`` (the state dict; the format holds
+tensors only, so loading executes no code) and ``<stem>.json``, the *card*::
+
+    {"format": "sdelab-checkpoint/1", "name": ..., "kind": "score" | "noisy_classifier" | "classifier",
+     "parametrisation": ..., "net": {build_net config}, "sde": {SDE.config()} or null,
+     "data": {...}, "training": {...}, "steps": ..., "wall_time_s": ..., "final_loss": ...,
+     "metrics": {...}, "command": "...", "weights": {"file": ..., "sha256": ..., "bytes": ...}, ...}
+
+:func:`load` checks the weights' sha256 against the card (a tampered or truncated file is
+refused), rebuilds the network from the card's config with :func:`sdelab.nets.build_net`, loads
+the weights strictly (a shape or key mismatch is refused), rebuilds the SDE, and checks any
+expectations the caller states (``kind=``, ``sde=``). Names without a path resolve to the
+repository's ``checkpoints/`` folder (or ``$SDELAB_CHECKPOINTS``): ``load("fashion-subvp-linear")``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .nets import build_net, logits_fn_from_net, score_fn_from_net
+from .sde import SDE, make_sde, sde_from_config
+
+__all__ = ["KINDS", "Checkpoint", "CheckpointError", "available", "load", "registry_dir", "save", "sha256_file"]
+
+FORMAT = "sdelab-checkpoint/1"
+KINDS = ("score", "noisy_classifier", "classifier")
+PARAMETRISATION = "eps: score(x, t) = -net(c_in(t) x, t) / sigma(t), c_in = 1/sqrt(alpha^2 + sigma^2) (sdelab.nets)"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupted, or not the kind / configuration the caller asked for."""
+
+
+class Checkpoint(NamedTuple):
+    """What :func:`load` returns; unpacks as ``net, sde, card = load(...)``."""
+
+    net: torch.nn.Module
+    sde: SDE | None
+    card: dict
+
+    def score_fn(self, **cond):
+        """``score_fn(x, t)`` of a score checkpoint (``cond``, e.g. ``y=labels``, for conditional nets)."""
+        if self.card["kind"] != "score":
+            raise CheckpointError(f"checkpoint {self.card.get('name')!r} is a {self.card['kind']}, not a score model")
+        return score_fn_from_net(self.net, self.sde, **cond)
+
+    def logits_fn(self):
+        """``logits_fn(x, t)`` of a noisy classifier, or ``logits_fn(x)`` of a clean one."""
+        if self.card["kind"] == "noisy_classifier":
+            return logits_fn_from_net(self.net, self.sde)
+        if self.card["kind"] == "classifier":
+            return self.net
+        raise CheckpointError(f"checkpoint {self.card.get('name')!r} is a score model, not a classifier")
+
+
+def registry_dir() -> Path:
+    """The shipped checkpoints: ``$SDELAB_CHECKPOINTS``, else ``checkpoints/`` at the repository root."""
+    env = os.environ.get("SDELAB_CHECKPOINTS")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def available() -> list[str]:
+    """Names of the checkpoints in :func:`registry_dir` (those with a card)."""
+    d = registry_dir()
+    return sorted(p.stem for p in d.glob("*.json") if _is_card(p)) if d.is_dir() else []
+
+
+def _is_card(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    write(tmp)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def save(path: str | os.PathLike, net: torch.nn.Module, *, kind: str = "score", sde: SDE | None = None,
+         data: dict | None = None, training: dict | None = None, steps: int | None = None,
+         wall_time_s: float | None = None, final_loss: float | None = None, metrics: dict | None = None,
+         command: str | None = None, **extra) -> dict:
+    """Write ``<path>.safetensors`` and ``<path>.json`` atomically; returns the card.
+
+    ``path`` is the stem (a trailing ``.json``/``.safetensors`` is dropped); ``net`` must have a
+    ``config`` dict (every sdelab network does). Score models and noisy classifiers need ``sde``.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if not hasattr(net, "config"):
+        raise TypeError(f"net must be an sdelab network with a .config dict, got {type(net).__name__}")
+    if kind in ("score", "noisy_classifier") and sde is None:
+        raise ValueError(f"a {kind} checkpoint needs the sde it was trained for")
+    stem = _stem(Path(path))
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    weights = stem.with_suffix(".safetensors")
+    state = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
+             for k, v in net.state_dict().items()}
+    _atomic_write(weights, lambda tmp: save_file(state, str(tmp), metadata={"format": FORMAT, "kind": kind}))
+    card = {
+        "format": FORMAT,
+        "name": stem.name,
+        "kind": kind,
+        "parametrisation": PARAMETRISATION if kind == "score" else None,
+        "net": net.config,
+        "params": sum(v.numel() for k, v in state.items() if k in dict(net.named_parameters())),
+        "sde": sde.config() if sde is not None else None,
+        "data": data or {},
+        "training": training or {},
+        "steps": steps,
+        "wall_time_s": wall_time_s,
+        "final_loss": final_loss,
+        "metrics": metrics or {},
+        "command": command,
+        **extra,
+        "weights": {"file": weights.name, "sha256": sha256_file(weights), "bytes": weights.stat().st_size},
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"torch": torch.__version__},
+    }
+    text = json.dumps(card, indent=2, default=str) + "\n"
+    _atomic_write(stem.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
+    return card
+
+
+def _stem(path: Path) -> Path:
+    return path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
+
+
+def _resolve(name_or_path) -> Path:
+    text = os.fspath(name_or_path)
+    p = Path(text)
+    is_path = p.suffix in (".json", ".safetensors") or os.sep in text or "/" in text
+    card = _stem(p).with_suffix(".json") if is_path else registry_dir() / f"{p.name}.json"
+    if not card.exists():
+        names = available()
+        raise CheckpointError(
+            f"no checkpoint card {card}; shipped checkpoints in {registry_dir()}: {names or 'none'}. "
+            "Pass a path to <stem>.json, or train one with `sdelab train ... --export <stem>`.")
+    return card
+
+
+def load(name_or_path, *, kind: str | None = None, sde: str | SDE | dict | None = None, device=None,
+         verify: bool = True) -> Checkpoint:
+    """Load a checkpoint by registry name or path; returns ``Checkpoint(net, sde, card)``.
+
+    Args:
+        kind: expected kind (``"score"``, ``"noisy_classifier"``, ``"classifier"``); refused if different.
+        sde: expected SDE (a name such as ``"vp-linear"``, an :class:`~sdelab.sde.SDE`, or a config
+            dict); refused unless the card's SDE config is the same.
+        device: where to put the network (default: CPU). It is returned in ``eval()`` mode.
+        verify: check the weights' sha256 against the card (on by default).
+
+    Raises:
+        CheckpointError: missing files, sha256 mismatch, wrong kind/SDE, weights that do not fit
+            the stored network config.
+    """
+    card_path = _resolve(name_or_path)
+    try:
+        card = json.loads(card_path.read_text())
+    except ValueError as e:
+        raise CheckpointError(f"{card_path} is not valid JSON: {e}") from None
+    if not isinstance(card, dict) or card.get("format") != FORMAT:
+        raise CheckpointError(f"{card_path} is not an sdelab checkpoint card (format {FORMAT!r})")
+    name = card.get("name", card_path.stem)
+    if kind is not None and card.get("kind") != kind:
+        raise CheckpointError(f"checkpoint {name!r} is a {card.get('kind')!r} model; a {kind!r} model was asked for")
+    if sde is not None:
+        want = make_sde(sde) if isinstance(sde, str) else sde
+        want_cfg = want.config() if isinstance(want, SDE) else dict(want)
+        if _norm(card.get("sde")) != _norm(want_cfg):
+            raise CheckpointError(f"checkpoint {name!r} was trained for the SDE {card.get('sde')}; "
+                                  f"the caller asked for {want_cfg}")
+    weights = card_path.with_name(card["weights"]["file"])
+    if not weights.exists():
+        raise CheckpointError(f"checkpoint {name!r}: weights file {weights} is missing")
+    if verify:
+        digest = sha256_file(weights)
+        if digest != card["weights"]["sha256"]:
+            raise CheckpointError(f"checkpoint {name!r}: sha256 of {weights} is {digest}, but its card says "
+                                  f"{card['weights']['sha256']}: the file is corrupted or was modified; refusing it")
+    try:
+        state = load_file(str(weights))
+    except Exception as e:  # safetensors raises its own error types for malformed headers
+        raise CheckpointError(f"checkpoint {name!r}: {weights} is not a readable safetensors file ({e})") from None
+    try:
+        net = build_net(card["net"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {name!r}: cannot build its network from the card: {e}") from None
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {name!r}: the weights do not fit the network config in the card "
+                              f"({card['net']}):\n{e}") from None
+    net.eval()
+    if device is not None:
+        net.to(device)
+    sde_obj = sde_from_config(card["sde"]) if card.get("sde") else None
+    return Checkpoint(net, sde_obj, card)
+
+
+def _norm(cfg):
+    return json.loads(json.dumps(cfg, sort_keys=True, default=float)) if cfg is not None else None

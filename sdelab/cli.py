@@ -1,0 +1,300 @@
+"""The ``sdelab`` command: ``sdelab train`` and ``sdelab sample``.
+
+Examples::
+
+    sdelab train --data fashion-mnist --sde vp-linear --steps 6000 --run-dir runs/vp --export checkpoints/fashion-vp-linear
+    sdelab train --config tools/configs/fashion-ve.json --steps 100      # flags override the file
+    torchrun --standalone --nproc_per_node=2 -m sdelab.cli train --config cfg.json   # data-parallel
+    sdelab sample fashion-vp-linear --out samples.png --n 64 --steps 500
+
+A config file is JSON whose keys are the long option names with ``_`` for ``-`` (``"batch_size": 128``),
+plus an optional ``"net"`` dict passed to :func:`sdelab.nets.build_net` as a whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["TRAIN_DEFAULTS", "build_parser", "main"]
+
+TRAIN_DEFAULTS = {
+    "data": "fashion-mnist", "limit": None, "class_conditional": False, "p_uncond": 0.1,
+    "sde": "vp-linear", "sigma_min": None, "sigma_max": None, "beta_min": None, "beta_max": None, "eps": None,
+    "net": "scorenet", "channels": None, "ch_mult": None, "num_res_blocks": None, "dropout": None,
+    "weighting": "sigma2", "importance_sampling": False,
+    "steps": 6000, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0, "warmup": 200, "lr_schedule": "cosine",
+    "grad_clip": 1.0, "ema_decay": 0.999, "bf16": False, "seed": 0, "ckpt_every": 500, "log_every": 100,
+    "progress": True, "run_dir": None, "resume": True, "export": None, "threads": None, "device": None,
+}
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train a score network (or resume an interrupted run)",
+        description="Train a score network by denoising score matching and optionally export a checkpoint. "
+                    "Every option can also come from --config (JSON, keys = option names with '_'); "
+                    "flags given on the command line override the file. Re-running the same command "
+                    "with the same --run-dir resumes from the last saved step with the same loss trajectory.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter, argument_default=argparse.SUPPRESS)
+    a = p.add_argument
+    a("--config", help="JSON file of options (keys as below, with '_'); a 'net' entry may be a full build_net dict")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", help="fashion-mnist | mnist | cifar10 | synthetic (random 3x32x32, for smoke tests) "
+                   f"[default {TRAIN_DEFAULTS['data']}]")
+    g.add_argument("--limit", type=int, help="use only the first N training images [default: all]")
+    g.add_argument("--class-conditional", action="store_true",
+                   help="train a class-conditional network on the labels (for classifier-free guidance)")
+    g.add_argument("--p-uncond", type=float, help="with --class-conditional: probability of dropping a label to "
+                   f"the null label [default {TRAIN_DEFAULTS['p_uncond']}]")
+    g = p.add_argument_group("SDE")
+    g.add_argument("--sde", help="ve | vp-linear | vp-cosine | subvp-linear | subvp-cosine "
+                   f"[default {TRAIN_DEFAULTS['sde']}]")
+    g.add_argument("--sigma-min", type=float, help="VE: smallest noise level [default 0.01]")
+    g.add_argument("--sigma-max", type=float, help="VE: largest noise level [default 50]")
+    g.add_argument("--beta-min", type=float, help="VP/sub-VP linear schedule: beta(0) [default 0.1]")
+    g.add_argument("--beta-max", type=float, help="VP/sub-VP linear schedule: beta(1) [default 20]")
+    g.add_argument("--eps", type=float, help="smallest training time [default 1e-5 VE, 1e-3 VP/sub-VP]")
+    g = p.add_argument_group("network")
+    g.add_argument("--net", help="scorenet (CPU size, ~1.1 M) | ncsnpp (GPU size) | unet "
+                   f"[default {TRAIN_DEFAULTS['net']}]")
+    g.add_argument("--channels", type=int, help="base width [default: the network's, 12 for scorenet]")
+    g.add_argument("--ch-mult", help="width multipliers per resolution, comma-separated, e.g. 1,2,4,8")
+    g.add_argument("--num-res-blocks", type=int, help="residual blocks per level")
+    g.add_argument("--dropout", type=float, help="dropout in the residual blocks")
+    g = p.add_argument_group("objective")
+    g.add_argument("--weighting", help="sigma2 (lambda = sigma^2, the noise-prediction error) | likelihood "
+                   f"(lambda = g^2) [default {TRAIN_DEFAULTS['weighting']}]")
+    g.add_argument("--importance-sampling", action="store_true",
+                   help="with --weighting likelihood: draw t with density proportional to g^2/sigma^2")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--steps", type=int, help=f"optimizer steps [default {TRAIN_DEFAULTS['steps']}]")
+    g.add_argument("--batch-size", type=int, help="global batch size (split over processes) "
+                   f"[default {TRAIN_DEFAULTS['batch_size']}]")
+    g.add_argument("--lr", type=float, help=f"AdamW learning rate [default {TRAIN_DEFAULTS['lr']}]")
+    g.add_argument("--weight-decay", type=float, help="AdamW weight decay [default 0]")
+    g.add_argument("--warmup", type=int, help=f"linear warm-up steps [default {TRAIN_DEFAULTS['warmup']}]")
+    g.add_argument("--lr-schedule", help=f"constant | cosine (to zero at --steps) [default {TRAIN_DEFAULTS['lr_schedule']}]")
+    g.add_argument("--grad-clip", type=float, help="clip the gradient norm to this (0 = off) [default 1]")
+    g.add_argument("--ema-decay", type=float, help=f"EMA decay of the weights [default {TRAIN_DEFAULTS['ema_decay']}]")
+    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (about 1.5x faster on CPUs with avx512_bf16)")
+    g.add_argument("--seed", type=int, help="seed of the data order, noise and initialisation [default 0]")
+    g = p.add_argument_group("run")
+    g.add_argument("--run-dir", help="folder for state.pt (resume), meta.json and log.txt [default: none, no resume]")
+    g.add_argument("--no-resume", dest="resume", action="store_false", help="start afresh even if --run-dir has a state")
+    g.add_argument("--ckpt-every", type=int, help=f"save the resumable state every N steps [default {TRAIN_DEFAULTS['ckpt_every']}]")
+    g.add_argument("--log-every", type=int, help=f"log the mean loss every N steps [default {TRAIN_DEFAULTS['log_every']}]")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    g.add_argument("--export", help="when done, write the EMA weights as checkpoint <STEM>.safetensors + <STEM>.json")
+    g.add_argument("--threads", type=int, help="torch CPU threads [default: torch's choice]")
+    g.add_argument("--device", help="cpu | cuda | cuda:N [default: CUDA when present; cuda:LOCAL_RANK under torchrun]")
+    p.set_defaults(func=cmd_train)
+
+
+def _add_sample(sub) -> None:
+    p = sub.add_parser(
+        "sample", help="draw samples from a checkpoint into a PNG grid",
+        description="Sample from a score checkpoint (a shipped name such as fashion-vp-linear, or a path to "
+                    "<stem>.json) with one of sdelab.samplers, and save the images as a PNG grid.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    a = p.add_argument
+    a("checkpoint", help="registry name (see sdelab.checkpoints.available()) or path to a card .json")
+    a("--out", default="samples.png", help="output PNG file")
+    a("--n", type=int, default=64, help="number of images")
+    a("--sampler", default="euler_maruyama",
+      help="euler_maruyama | predictor_corrector | heun | dpm_solver | probability_flow_rk45")
+    a("--steps", type=int, default=500, help="number of steps (ignored by probability_flow_rk45, which is adaptive)")
+    a("--seed", type=int, default=0, help="seed of the prior draw and the sampler's noise")
+    a("--label", type=int, default=None, help="class label for a class-conditional checkpoint (default: unconditional)")
+    a("--nrow", type=int, default=None, help="images per row of the grid (default: about sqrt(n))")
+    a("--batch", type=int, default=64, help="sample in chunks of this many images (CPU cost grows faster than linearly)")
+    a("--threads", type=int, default=None, help="torch CPU threads")
+    a("--device", default=None, help="cpu | cuda [default: CUDA when present]")
+    p.set_defaults(func=cmd_sample)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sdelab", description="sdelab: score-based generative modelling with SDEs. "
+        "Run `sdelab train --help` or `sdelab sample --help` for each command's options.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample}")
+    _add_train(sub)
+    _add_sample(sub)
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------
+def _train_options(ns: argparse.Namespace) -> dict:
+    opts = dict(TRAIN_DEFAULTS)
+    given = {k: v for k, v in vars(ns).items() if k not in ("func", "command", "config", "argv")}
+    if getattr(ns, "config", None):
+        file_opts = json.loads(Path(ns.config).read_text())
+        unknown = set(file_opts) - set(TRAIN_DEFAULTS)
+        if unknown:
+            raise SystemExit(f"sdelab train: unknown key(s) {sorted(unknown)} in {ns.config}; "
+                             f"known: {sorted(TRAIN_DEFAULTS)}")
+        opts.update(file_opts)
+    opts.update(given)
+    return opts
+
+
+def _data_tensors(opts: dict):
+    import torch
+
+    from . import data as D
+
+    if opts["data"] == "synthetic":
+        ds = D.synthetic_images(opts["limit"] or 512, (3, 32, 32), generator=torch.Generator().manual_seed(0))
+    else:
+        ds = D.load_dataset(opts["data"], "train")
+    images, labels = ds.images, ds.labels
+    if opts["limit"]:
+        images, labels = images[: opts["limit"]], labels[: opts["limit"]]
+    info = {"name": ds.name, "split": ds.split, "n": int(images.shape[0]), "source": ds.source,
+            "subset": bool(ds.subset or opts["limit"]), "range": "[-1, 1] via sdelab.data.to_model_range (2k/255 - 1)"}
+    return D.to_model_range(images), labels, info
+
+
+def _make_sde(opts: dict):
+    from .sde import make_sde
+
+    kw = {k: opts[k] for k in ("sigma_min", "sigma_max", "beta_min", "beta_max", "eps") if opts.get(k) is not None}
+    return make_sde(opts["sde"], **kw)
+
+
+def _net_config(opts: dict, x, num_classes) -> dict:
+    if isinstance(opts["net"], dict):
+        cfg = dict(opts["net"])
+    else:
+        cfg = {"kind": opts["net"], "in_channels": int(x.shape[1]), "image_size": int(x.shape[-1])}
+        for k in ("channels", "num_res_blocks", "dropout"):
+            if opts.get(k) is not None:
+                cfg[k] = opts[k]
+        if opts.get("ch_mult"):
+            cm = opts["ch_mult"]
+            cfg["ch_mult"] = [int(c) for c in (cm.split(",") if isinstance(cm, str) else cm)]
+    if num_classes:
+        cfg["num_classes"] = num_classes
+    return cfg
+
+
+def cmd_train(ns: argparse.Namespace) -> int:
+    import torch
+
+    from . import checkpoints
+    from .losses import DSMObjective
+    from .nets import build_net, count_params
+    from .train import TrainConfig, init_distributed, train
+
+    opts = _train_options(ns)
+    if opts["threads"]:
+        torch.set_num_threads(int(opts["threads"]))
+    rank, world = init_distributed()
+    if opts["device"]:
+        device = torch.device(opts["device"])
+    elif torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    else:
+        device = torch.device("cpu")
+    x, labels, data_info = _data_tensors(opts)
+    num_classes = int(labels.max()) + 1 if opts["class_conditional"] else None
+    sde = _make_sde(opts)
+    torch.manual_seed(opts["seed"])  # initial weights
+    net = build_net(_net_config(opts, x, num_classes)).to(device)
+    objective = DSMObjective(sde, opts["weighting"], opts["importance_sampling"],
+                             opts["p_uncond"] if num_classes else 0.0)
+    config = TrainConfig(**{k: opts[k] for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "lr_schedule",
+                                                 "grad_clip", "ema_decay", "bf16", "seed", "ckpt_every",
+                                                 "log_every", "progress")})
+    if rank == 0:
+        print(f"sdelab train: {data_info['name']} ({data_info['n']} images), SDE {sde!r}, "
+              f"{net.config['kind']} {count_params(net) / 1e6:.2f} M params, {config.steps} steps of "
+              f"{config.batch_size}, {world} process(es) on {device}", flush=True)
+    meta = {"sde": sde.config(), "net": net.config, "data": data_info}
+    data = (x, labels) if num_classes else x
+    result = train(net, objective, data, config, run_dir=opts["run_dir"], resume=opts["resume"], meta=meta)
+    tail = result.losses[-min(500, len(result.losses)):]
+    final = sum(tail) / len(tail)
+    if rank == 0:
+        print(f"done: step {result.step}, mean loss over the last {len(tail)} steps {final:.4f}, "
+              f"wall time {result.wall_time:.0f} s, {result.images_per_sec:.0f} img/s this session", flush=True)
+        if opts["export"]:
+            command = "sdelab " + " ".join(shlex.quote(a) for a in ns.argv)
+            card = checkpoints.save(
+                opts["export"], result.ema, kind="score", sde=sde, data=data_info,
+                training={**{k: v for k, v in config.to_dict().items() if k != "progress"}, **objective.config(),
+                          "ema": True, "processes": world},
+                steps=result.step, wall_time_s=round(result.wall_time, 1), final_loss=round(final, 5),
+                final_loss_note=f"mean DSM training loss (per dimension) over the last {len(tail)} steps",
+                command=command)
+            print(f"exported {card['name']} ({card['weights']['bytes'] / 1e6:.1f} MB, sha256 {card['weights']['sha256'][:12]}...)")
+    return 0
+
+
+def cmd_sample(ns: argparse.Namespace) -> int:
+    import math
+
+    import torch
+
+    from . import checkpoints
+    from .data import from_model_range
+
+    try:
+        from . import samplers
+    except ImportError as e:
+        raise SystemExit(f"sdelab sample needs sdelab.samplers, which is not available: {e}") from None
+    if ns.threads:
+        torch.set_num_threads(ns.threads)
+    device = torch.device(ns.device) if ns.device else (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    if ns.n < 1 or ns.batch < 1 or ns.steps < 1:
+        raise SystemExit("sdelab sample: --n, --batch and --steps must be >= 1")
+    ckpt = checkpoints.load(ns.checkpoint, kind="score", device=device)
+    sampler = getattr(samplers, ns.sampler, None)
+    if sampler is None or not callable(sampler):
+        raise SystemExit(f"sdelab sample: unknown sampler {ns.sampler!r}")
+    cond = {}
+    if ns.label is not None:
+        if not ckpt.net.config.get("num_classes"):
+            raise SystemExit("sdelab sample: --label needs a class-conditional checkpoint")
+        cond["y"] = ns.label
+    cfg = ckpt.net.config
+    shape = (cfg["in_channels"], cfg["image_size"], cfg["image_size"])
+    gen = torch.Generator(device=device).manual_seed(ns.seed)
+    out, nfe, t0 = [], 0, time.perf_counter()
+    with torch.no_grad():
+        for start in range(0, ns.n, ns.batch):
+            b = min(ns.batch, ns.n - start)
+            c = {k: torch.full((b,), v, device=device, dtype=torch.long) for k, v in cond.items()}
+            score_fn = ckpt.score_fn(**c)
+            x_T = ckpt.sde.prior_sample((b, *shape), generator=gen, device=device)
+            kwargs = {"generator": gen}
+            if ns.sampler != "probability_flow_rk45":
+                kwargs["steps"] = ns.steps
+            res = sampler(score_fn, ckpt.sde, x_T, **kwargs)
+            out.append(res.x.float().cpu())
+            nfe = getattr(res, "nfe", nfe)
+    images = from_model_range(torch.cat(out))
+    from torchvision.utils import save_image
+
+    Path(ns.out).parent.mkdir(parents=True, exist_ok=True)
+    save_image(images, ns.out, nrow=ns.nrow or max(1, int(math.ceil(math.sqrt(ns.n)))), padding=2, pad_value=1.0)
+    print(f"wrote {ns.n} samples to {ns.out} ({ns.sampler}, {nfe} score evaluations per chunk, "
+          f"{time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    ns = parser.parse_args(argv)
+    ns.argv = argv
+    return ns.func(ns)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
