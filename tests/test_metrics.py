@@ -313,7 +313,6 @@ def test_nvidia_inception_features_on_a_few_images():
     # grayscale is the same image repeated on three channels; the network is deterministic
     f_rgb = extract_features(extractor, gray.expand(-1, 3, -1, -1), num_samples=3, batch_size=3)
     np.testing.assert_allclose(f, f_rgb, rtol=1e-5, atol=1e-6)
-    # different images give different features; identical sets give FD 0
+    # different images give different features (FD on 2048-d statistics is tested above in
+    # general; its two 2048x2048 eigendecompositions would only add time here)
     assert np.abs(f[0] - f[1]).max() > 1e-3
-    stats = feature_statistics(f)
-    assert abs(frechet_distance(stats.mu, stats.sigma, stats.mu, stats.sigma)) < 1e-6
