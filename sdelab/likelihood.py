@@ -161,6 +161,8 @@ def exact_divergence(fn, x: Tensor) -> Tensor:
     with torch.enable_grad():
         out = fn(x)
         _check_same_shape(out, x)
+        if not out.requires_grad:  # F does not depend on x (e.g. a zero score): divergence 0
+            return x.new_zeros(x.shape[0]).detach()
         flat = out.reshape(x.shape[0], -1)
         d = flat.shape[1]
         div = x.new_zeros(x.shape[0])
@@ -188,6 +190,8 @@ def hutchinson_divergence(fn, x: Tensor, probes: Tensor) -> Tensor:
         out = fn(x)
         _check_same_shape(out, x)
         total = x.new_zeros(x.shape[0])
+        if not out.requires_grad:  # F does not depend on x: every vector-Jacobian product is 0
+            return total.detach()
         for k in range(n):
             eps = probes[k].to(out.dtype)
             (vjp,) = torch.autograd.grad(out, x, grad_outputs=eps, retain_graph=k < n - 1)

@@ -46,6 +46,7 @@ def one_thread():
 
 LINEAR_AND_VE = ("ve", "vp-linear", "subvp-linear")
 COSINE = ("vp-cosine", "subvp-cosine")
+DIVERGENCE_KINDS = ("exact", "hutchinson")
 
 
 def mixture_10d() -> GaussianMixture:
@@ -173,6 +174,25 @@ def test_result_fields_and_float32():
     # of the drift, ~1e-7 relative per step; 1e-4 nats/dim is far above that and far below 1e-3.
     res32 = log_likelihood(mix.score_fn(sde), sde, x.float(), rtol=1e-5, atol=1e-5)
     assert worst((res32.logp - res.logp) / 2) < 1e-4
+
+
+@pytest.mark.parametrize("sde_name", SDE_NAMES)
+@pytest.mark.parametrize("divergence", DIVERGENCE_KINDS)
+def test_zero_score_closed_form(sde_name, divergence):
+    # With s = 0 the ODE is linear, dx/dt = f(t) x: x(T) = x alpha(T)/alpha(t0) and
+    # delta = D log(alpha(T)/alpha(t0)) (the D f(t) term alone), so
+    # log p = log pi(x alpha(T)/alpha(t0)) + D log(alpha(T)/alpha(t0)): a closed form that checks
+    # the linear part of the drift and its divergence independently of any mixture. VE: nothing
+    # moves (f = 0). Tolerance: RK45 at 1e-8 on a linear ODE, |delta| <= 2 * 5.02 = 10 nats.
+    sde = make_sde(sde_name)
+    x = torch.randn(5, 2, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    res = log_likelihood(lambda z, t: torch.zeros_like(z), sde, x, divergence=divergence, rtol=1e-8, atol=1e-8,
+                         generator=torch.Generator().manual_seed(12))
+    alpha, _ = sde.marginal_coeffs(torch.tensor([sde.eps, sde.T], dtype=torch.float64))
+    ratio = (alpha[1] / alpha[0]).item()
+    torch.testing.assert_close(res.x_T, x * ratio, rtol=1e-6, atol=1e-8)
+    expected = sde.prior_logp(x * ratio) + 2 * math.log(ratio)
+    torch.testing.assert_close(res.logp, expected, rtol=0, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------
