@@ -97,7 +97,7 @@ class LikelihoodResult:
         delta_logp: :math:`\int_{t_0}^T \nabla\cdot\tilde f(x(t), t)\,dt`.
         x_T: the endpoint :math:`x(T)`, shaped like the input (float64).
         nfe: number of score evaluations of the (batched) solve.
-        t0, t1: the integration interval.
+        t0, t1: the integration interval (``t1`` is the SDE's ``T``).
     """
 
     logp: Tensor
@@ -234,21 +234,20 @@ def log_likelihood(
     rtol: float = 1e-5,
     atol: float = 1e-5,
     t0: float | None = None,
-    t1: float | None = None,
     generator: torch.Generator | None = None,
     dtype: torch.dtype | None = None,
     method: str = "RK45",
 ) -> LikelihoodResult:
     r""":math:`\log p_{t_0}(x)` by the probability-flow ODE and the instantaneous change of variables.
 
-    Solves, from ``t0`` to ``t1`` (defaults ``sde.eps`` and ``sde.T``), the joint ODE
+    Solves, from ``t0`` (default ``sde.eps``) to :math:`T`, the joint ODE
 
     .. math:: \frac{d}{dt}\begin{pmatrix} x \\ \delta \end{pmatrix}
               = \begin{pmatrix} f(t)x - \tfrac12 g(t)^2 s(x, t) \\
                  D f(t) - \tfrac12 g(t)^2\,\nabla\cdot s(x, t) \end{pmatrix},
               \qquad x(t_0) = x,\ \delta(t_0) = 0,
 
-    and returns :math:`\log p_{t_0}(x) = \log\pi(x(t_1)) + \delta(t_1)` (Song et al. 2021,
+    and returns :math:`\log p_{t_0}(x) = \log\pi(x(T)) + \delta(T)` (Song et al. 2021,
     App. D.2; module docstring for the eps bias and the prior mismatch).
 
     Args:
@@ -259,8 +258,8 @@ def log_likelihood(
         probes: Hutchinson probes per sample, drawn once and fixed for the whole solve.
         noise: Hutchinson probe distribution, ``"rademacher"`` or ``"gaussian"``.
         rtol, atol: tolerances of the adaptive solver (on ``x`` and on :math:`\delta` alike).
-        t0, t1: integration interval, ``0 <= t0 < t1 <= sde.T``. A network is only reliable down
-            to the smallest time it was trained on.
+        t0: start time, ``0 <= t0 < sde.T``. A network is only reliable down to the smallest
+            time it was trained on.
         generator: source of the Hutchinson probes.
         dtype: dtype in which ``score_fn`` is evaluated (default: ``x``'s floating dtype, so a
             float32 network gets float32). The solver's state and :math:`\delta` are float64.
@@ -282,9 +281,9 @@ def log_likelihood(
         if not (isinstance(tol, (int, float)) and tol > 0):
             raise ValueError(f"{name} must be a positive number, got {tol!r}")
     t0 = float(sde.eps if t0 is None else t0)
-    t1 = float(sde.T if t1 is None else t1)
-    if not (0.0 <= t0 < t1 <= sde.T):
-        raise ValueError(f"need 0 <= t0 < t1 <= T = {sde.T}; got t0={t0}, t1={t1}")
+    t1 = float(sde.T)
+    if not (0.0 <= t0 < t1):
+        raise ValueError(f"t0 must satisfy 0 <= t0 < T = {t1}; got t0={t0}")
     if dtype is None:
         dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
     x = check_finite(x.detach().to(dtype), "x")
