@@ -1,4 +1,4 @@
-"""The ``sdelab`` command: ``sdelab train`` and ``sdelab sample``.
+"""The ``sdelab`` command: ``sdelab train``, ``sample``, ``likelihood`` and ``evaluate``.
 
 Examples::
 
@@ -6,6 +6,8 @@ Examples::
     sdelab train --config tools/configs/fashion-ve.json --steps 100      # flags override the file
     torchrun --standalone --nproc_per_node=2 -m sdelab.cli train --config cfg.json   # data-parallel
     sdelab sample fashion-vp-linear --out samples.png --n 64 --steps 500
+    sdelab likelihood fashion-vp-linear --n 1000 --batch 200              # bits/dim on test images
+    sdelab evaluate fashion-vp-linear --classifier fashion-classifier --n 10000   # FD and IS
 
 A config file is JSON whose keys are the long option names with ``_`` for ``-`` (``"batch_size": 128``),
 plus an optional ``"net"`` dict passed to :func:`sdelab.nets.build_net` as a whole.
@@ -121,10 +123,12 @@ def _add_sample(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sdelab", description="sdelab: score-based generative modelling with SDEs. "
-        "Run `sdelab train --help` or `sdelab sample --help` for each command's options.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample}")
+        "Run `sdelab COMMAND --help` for each command's options.")
+    sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_sample(sub)
+    _add_likelihood(sub)
+    _add_evaluate(sub)
     return parser
 
 
@@ -285,6 +289,233 @@ def cmd_sample(ns: argparse.Namespace) -> int:
     save_image(images, ns.out, nrow=ns.nrow or max(1, int(math.ceil(math.sqrt(ns.n)))), padding=2, pad_value=1.0)
     print(f"wrote {ns.n} samples to {ns.out} ({ns.sampler}, {nfe} score evaluations per chunk, "
           f"{time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# sdelab likelihood / sdelab evaluate
+# ----------------------------------------------------------------------------------------------
+def _add_likelihood(sub) -> None:
+    p = sub.add_parser(
+        "likelihood", help="bits/dim of a score checkpoint on test images (probability-flow ODE)",
+        description="Bits per dimension of the first --n test images under a score checkpoint: uniform "
+                    "dequantization, the probability-flow ODE with the instantaneous change of variables "
+                    "(sdelab.likelihood.bits_per_dim), and the change of variables from [0, 255] to the model "
+                    "range. Prints the mean with its standard error over images and the NFE of each batch.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    a = p.add_argument
+    a("checkpoint", help="registry name (e.g. fashion-vp-linear) or path to a score checkpoint's card .json")
+    a("--n", type=int, default=100, help="number of test images (the first N of the split)")
+    a("--data", default=None, help="data set (default: the one the checkpoint was trained on, from its card)")
+    a("--split", default="test", help="split of the data set to evaluate (test | train)")
+    a("--batch", type=int, default=100, help="images per ODE solve (its adaptive steps follow the worst image)")
+    a("--divergence", default="hutchinson", choices=("hutchinson", "exact"),
+      help="divergence of the score: Hutchinson's estimator, or the exact trace (one backward pass per pixel)")
+    a("--probes", type=int, default=1, help="Hutchinson probes per image, drawn once and fixed for the solve")
+    a("--rtol", type=float, default=1e-5, help="relative tolerance of the RK45 solve")
+    a("--atol", type=float, default=1e-5, help="absolute tolerance of the RK45 solve")
+    a("--t0", type=float, default=None, help="start time of the ODE (default: the SDE's eps, the smallest training time)")
+    a("--seed", type=int, default=0, help="seed of the dequantization noise and the Hutchinson probes")
+    a("--json", default=None, help="also write the summary as JSON to this file")
+    a("--threads", type=int, default=None, help="torch CPU threads [default: torch's choice]")
+    a("--device", default=None, help="cpu | cuda [default: CUDA when present]")
+    p.set_defaults(func=cmd_likelihood)
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate", help="Fréchet distance and Inception Score of samples, with the project classifier",
+        description="Draw --n samples from a score checkpoint (or read them from --samples) and score them "
+                    "with a clean classifier checkpoint: Fréchet distance (FD) of its penultimate features "
+                    "against the first --n-real images of the test split, and the Inception Score (IS) of its "
+                    "class probabilities over --splits parts. --features inception uses NVIDIA's FID "
+                    "Inception network instead (FID; needs pip install \"sdelab[fid]\"). Both numbers depend "
+                    "on the sample size: compare runs only at the same --n (10000 on Fashion-MNIST).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    a = p.add_argument
+    a("checkpoint", help="score checkpoint (registry name or card path) to sample from")
+    a("--classifier", default="fashion-classifier", help="clean classifier checkpoint (kind 'classifier')")
+    a("--features", default="classifier", choices=("classifier", "inception"),
+      help="feature extractor for the Fréchet distance: the classifier's penultimate layer, or FID Inception")
+    a("--n", type=int, default=1000, help="number of generated images")
+    a("--n-real", type=int, default=None, help="number of real test images for the reference statistics [default: --n]")
+    a("--real-stats", default=None, help="cached reference statistics (.npz from sdelab.metrics.save_statistics) "
+      "instead of --n-real test images; they must come from the same extractor")
+    a("--data", default=None, help="data set of the real images (default: the checkpoint's, from its card)")
+    a("--samples", default=None, help="evaluate these images (a .pt tensor (N, C, H, W) in [-1, 1] or uint8) "
+      "instead of sampling")
+    a("--save-samples", default=None, help="save the generated images to this .pt file")
+    a("--sampler", default="dpm_solver", help="sampler of sdelab.samplers (euler_maruyama | predictor_corrector | "
+      "heun | dpm_solver | probability_flow_rk45)")
+    a("--steps", type=int, default=25, help="sampler steps (ignored by probability_flow_rk45)")
+    a("--splits", type=int, default=10, help="Inception Score splits (mean and standard deviation over them)")
+    a("--batch", type=int, default=64, help="sample in chunks of this many images")
+    a("--seed", type=int, default=0, help="seed of the prior draw and the sampler's noise")
+    a("--json", default=None, help="also write the summary as JSON to this file")
+    a("--threads", type=int, default=None, help="torch CPU threads [default: torch's choice]")
+    a("--device", default=None, help="cpu | cuda [default: CUDA when present]")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _device(name):
+    import torch
+
+    if name:
+        return torch.device(name)
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _eval_images(data_name: str | None, split: str, n: int, shape, seed: int = 0):
+    """The first ``n`` uint8 images of a data set's split (``synthetic``: seeded random stand-ins)."""
+    import torch
+
+    from . import data as D
+
+    if not data_name:
+        raise SystemExit("the checkpoint's card names no data set; pass --data")
+    if data_name == "synthetic":
+        return D.synthetic_images(n, tuple(shape), generator=torch.Generator().manual_seed(seed + 1)).images
+    ds = D.load_dataset(data_name, split)
+    if len(ds.images) < n:
+        raise SystemExit(f"--n {n} but {ds.name}/{split} has only {len(ds.images)} images")
+    return ds.images[:n]
+
+
+def _write_summary(summary: dict, path: str | None) -> None:
+    print(json.dumps(summary))
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def cmd_likelihood(ns: argparse.Namespace) -> int:
+    import math
+
+    import torch
+
+    from . import checkpoints
+    from .likelihood import bits_per_dim
+
+    if ns.threads:
+        torch.set_num_threads(ns.threads)
+    if ns.n < 1 or ns.batch < 1 or ns.probes < 1:
+        raise SystemExit("sdelab likelihood: --n, --batch and --probes must be >= 1")
+    device = _device(ns.device)
+    ckpt = checkpoints.load(ns.checkpoint, kind="score", device=device)
+    ckpt.net.requires_grad_(False)  # the divergence needs d/dx only, not d/dtheta
+    cfg = ckpt.net.config
+    if cfg.get("num_classes"):
+        raise SystemExit("sdelab likelihood: the checkpoint is class-conditional; evaluate an unconditional one")
+    data_name = ns.data or ckpt.card.get("data", {}).get("name")
+    images = _eval_images(data_name, ns.split, ns.n, (cfg["in_channels"], cfg["image_size"], cfg["image_size"]),
+                          ns.seed).to(device)
+    gen = torch.Generator(device=device).manual_seed(ns.seed)
+    score_fn = ckpt.score_fn()
+    t0 = ns.t0 if ns.t0 is not None else ckpt.sde.eps
+    print(f"sdelab likelihood: {ckpt.card.get('name')} ({ckpt.sde.name}) on {len(images)} {data_name}/{ns.split} "
+          f"images | {ns.divergence}" + (f" ({ns.probes} probe(s))" if ns.divergence == "hutchinson" else "")
+          + f" | RK45 rtol={ns.rtol:g} atol={ns.atol:g} | t0={t0:g} | {device}", flush=True)
+    bpds, nfes, start = [], [], time.perf_counter()
+    for i in range(0, len(images), ns.batch):
+        t = time.perf_counter()
+        res = bits_per_dim(score_fn, ckpt.sde, images[i:i + ns.batch], generator=gen, divergence=ns.divergence,
+                           probes=ns.probes, rtol=ns.rtol, atol=ns.atol, t0=ns.t0)
+        bpds.append(res.bpd.cpu())
+        nfes.append(res.nfe)
+        print(f"  images {i}-{i + len(res.bpd) - 1}: bits/dim {res.mean:.4f}, NFE {res.nfe}, "
+              f"{time.perf_counter() - t:.1f} s", flush=True)
+    bpd = torch.cat(bpds)
+    se = bpd.std().item() / math.sqrt(len(bpd)) if len(bpd) > 1 else float("nan")
+    summary = {"checkpoint": ckpt.card.get("name"), "sde": ckpt.sde.name, "data": data_name, "split": ns.split,
+               "images": len(bpd), "bpd_mean": bpd.mean().item(), "bpd_se": se, "divergence": ns.divergence,
+               "probes": ns.probes, "rtol": ns.rtol, "atol": ns.atol, "t0": t0, "seed": ns.seed,
+               "nfe_per_batch": nfes, "wall_s": round(time.perf_counter() - start, 1)}
+    print(f"bits/dim {summary['bpd_mean']:.4f} +- {se:.4f} (standard error over {len(bpd)} images; one "
+          "dequantization draw each)")
+    _write_summary(summary, ns.json)
+    return 0
+
+
+def _generate(ckpt, sampler_name: str, n: int, steps: int, batch: int, seed: int, device):
+    import torch
+
+    try:
+        from . import samplers
+    except ImportError as e:
+        raise SystemExit(f"sampling needs sdelab.samplers, which is not available: {e}") from None
+    sampler = getattr(samplers, sampler_name, None)
+    if sampler is None or not callable(sampler):
+        raise SystemExit(f"unknown sampler {sampler_name!r}")
+    cfg = ckpt.net.config
+    shape = (cfg["in_channels"], cfg["image_size"], cfg["image_size"])
+    gen = torch.Generator(device=device).manual_seed(seed)
+    out, nfe = [], 0
+    with torch.no_grad():
+        for start in range(0, n, batch):
+            b = min(batch, n - start)
+            x_T = ckpt.sde.prior_sample((b, *shape), generator=gen, device=device)
+            kwargs = {"generator": gen}
+            if sampler_name != "probability_flow_rk45":
+                kwargs["steps"] = steps
+            res = sampler(ckpt.score_fn(), ckpt.sde, x_T, **kwargs)
+            out.append(res.x.float().clamp(-1, 1).cpu())
+            nfe = getattr(res, "nfe", nfe)
+    return torch.cat(out), nfe
+
+
+def cmd_evaluate(ns: argparse.Namespace) -> int:
+    import torch
+
+    from . import checkpoints, metrics
+
+    if ns.threads:
+        torch.set_num_threads(ns.threads)
+    if ns.n < 2 or ns.batch < 1 or ns.steps < 1:
+        raise SystemExit("sdelab evaluate: --n must be >= 2, --batch and --steps >= 1")
+    device = _device(ns.device)
+    start = time.perf_counter()
+    ckpt = checkpoints.load(ns.checkpoint, kind="score", device=device)
+    clf = checkpoints.load(ns.classifier, kind="classifier", device=device)
+    features_fn, probs_fn = metrics.classifier_functions(clf.net)
+    if ns.features == "inception":
+        try:
+            features_fn = metrics.inception_features(device)
+        except metrics.ExtractorUnavailable as e:
+            raise SystemExit(f"sdelab evaluate --features inception: {e}") from None
+    data_name = ns.data or ckpt.card.get("data", {}).get("name")
+    clf_data = clf.card.get("data", {}).get("name")
+    if clf_data and data_name and clf_data != data_name:
+        print(f"warning: the classifier was trained on {clf_data}, the images are {data_name}", flush=True)
+    if ns.samples:
+        images = torch.load(ns.samples, weights_only=True)
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or len(images) < ns.n:
+            raise SystemExit(f"--samples {ns.samples} must hold a tensor (N >= {ns.n}, C, H, W)")
+        images, nfe, how = images[:ns.n], None, f"images from {ns.samples}"
+    else:
+        images, nfe = _generate(ckpt, ns.sampler, ns.n, ns.steps, ns.batch, ns.seed, device)
+        how = f"{ns.sampler} ({ns.steps} steps, NFE {nfe})" if ns.sampler != "probability_flow_rk45" else ns.sampler
+        if ns.save_samples:
+            Path(ns.save_samples).parent.mkdir(parents=True, exist_ok=True)
+            torch.save(images, ns.save_samples)
+    if ns.real_stats:
+        real = ns.real_stats
+        n_real = None
+    else:
+        n_real = ns.n_real or ns.n
+        cfg = ckpt.net.config
+        real = _eval_images(data_name, "test", n_real, (cfg["in_channels"], cfg["image_size"], cfg["image_size"]),
+                            ns.seed)
+    fd = metrics.compute_fd(features_fn, real, images, num_samples=ns.n, num_real=n_real, device=device)
+    is_ = metrics.compute_is(probs_fn, images, num_samples=ns.n, splits=ns.splits, device=device)
+    summary = {"checkpoint": ckpt.card.get("name"), "sde": ckpt.sde.name, "classifier": clf.card.get("name"),
+               "features": ns.features, "samples": how, "nfe": nfe, "seed": ns.seed,
+               "fd": fd.fd, "num_real": fd.num_real, "num_generated": fd.num_generated,
+               "is_mean": is_.mean, "is_std": is_.std, "is_splits": is_.splits,
+               "wall_s": round(time.perf_counter() - start, 1)}
+    label = "FID" if ns.features == "inception" else "FD (classifier features)"
+    print(f"{label} {fd.fd:.3f} ({fd.num_generated} generated vs {fd.num_real} real) | IS {is_.mean:.3f} +- "
+          f"{is_.std:.3f} ({is_.splits} splits) | {how}")
+    _write_summary(summary, ns.json)
     return 0
 
 
