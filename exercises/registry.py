@@ -14,6 +14,7 @@ from typing import Callable
 CHAPTER_MODULES = {
     "ch01": "ch01_forward",
     "ch02": "ch02_reverse",
+    "ch09": "ch09_scaling",
 }
 
 
