@@ -26,9 +26,10 @@ from pathlib import Path
 __all__ = ["TRAIN_DEFAULTS", "build_parser", "main"]
 
 TRAIN_DEFAULTS = {
-    "data": "fashion-mnist", "limit": None, "class_conditional": False, "p_uncond": 0.1,
+    "kind": "score", "data": "fashion-mnist", "limit": None, "class_conditional": False, "p_uncond": 0.1,
     "sde": "vp-linear", "sigma_min": None, "sigma_max": None, "beta_min": None, "beta_max": None, "eps": None,
-    "net": "scorenet", "channels": None, "ch_mult": None, "num_res_blocks": None, "dropout": None,
+    "net": None, "channels": None, "ch_mult": None, "num_res_blocks": None, "dropout": None,
+    "width": None, "depth": None, "eval_n": None,
     "weighting": "sigma2", "importance_sampling": False,
     "steps": 6000, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0, "warmup": 200, "lr_schedule": "cosine",
     "grad_clip": 1.0, "ema_decay": 0.999, "bf16": False, "seed": 0, "ckpt_every": 500, "log_every": 100,
@@ -38,14 +39,20 @@ TRAIN_DEFAULTS = {
 
 def _add_train(sub) -> None:
     p = sub.add_parser(
-        "train", help="train a score network (or resume an interrupted run)",
-        description="Train a score network by denoising score matching and optionally export a checkpoint. "
+        "train", help="train a score network or a classifier (or resume an interrupted run)",
+        description="Train a score network by denoising score matching (--kind score), a noisy classifier "
+                    "p_t(y | x_t) for classifier guidance (--kind noisy_classifier, on data perturbed by --sde) "
+                    "or a clean classifier (--kind classifier, the feature extractor of sdelab evaluate), and "
+                    "optionally export a checkpoint; classifiers are scored on the test split for its card. "
                     "Every option can also come from --config (JSON, keys = option names with '_'); "
                     "flags given on the command line override the file. Re-running the same command "
                     "with the same --run-dir resumes from the last saved step with the same loss trajectory.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter, argument_default=argparse.SUPPRESS)
     a = p.add_argument
     a("--config", help="JSON file of options (keys as below, with '_'); a 'net' entry may be a full build_net dict")
+    a("--kind", help="score (a ScoreNet, by denoising score matching) | noisy_classifier (a time-dependent "
+      "classifier on x_t of --sde) | classifier (a clean classifier) "
+      f"[default {TRAIN_DEFAULTS['kind']}]")
     g = p.add_argument_group("data")
     g.add_argument("--data", help="fashion-mnist | mnist | cifar10 | synthetic (random 3x32x32, for smoke tests) "
                    f"[default {TRAIN_DEFAULTS['data']}]")
@@ -63,12 +70,14 @@ def _add_train(sub) -> None:
     g.add_argument("--beta-max", type=float, help="VP/sub-VP linear schedule: beta(1) [default 20]")
     g.add_argument("--eps", type=float, help="smallest training time [default 1e-5 VE, 1e-3 VP/sub-VP]")
     g = p.add_argument_group("network")
-    g.add_argument("--net", help="scorenet (CPU size, ~1.1 M) | ncsnpp (GPU size) | unet "
-                   f"[default {TRAIN_DEFAULTS['net']}]")
+    g.add_argument("--net", help="scorenet (CPU size, ~1.1 M) | ncsnpp (GPU size) | unet for --kind score; "
+                   "classifiers use the Wide-ResNet of their kind [default: scorenet, or the classifier's kind]")
     g.add_argument("--channels", type=int, help="base width [default: the network's, 12 for scorenet]")
     g.add_argument("--ch-mult", help="width multipliers per resolution, comma-separated, e.g. 1,2,4,8")
     g.add_argument("--num-res-blocks", type=int, help="residual blocks per level")
     g.add_argument("--dropout", type=float, help="dropout in the residual blocks")
+    g.add_argument("--width", type=int, help="classifiers: Wide-ResNet width factor k (widths 16k, 32k, 64k) [default 2]")
+    g.add_argument("--depth", type=int, help="classifiers: Wide-ResNet blocks per resolution [default 2]")
     g = p.add_argument_group("objective")
     g.add_argument("--weighting", help="sigma2 (lambda = sigma^2, the noise-prediction error) | likelihood "
                    f"(lambda = g^2) [default {TRAIN_DEFAULTS['weighting']}]")
@@ -93,6 +102,8 @@ def _add_train(sub) -> None:
     g.add_argument("--log-every", type=int, help=f"log the mean loss every N steps [default {TRAIN_DEFAULTS['log_every']}]")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     g.add_argument("--export", help="when done, write the EMA weights as checkpoint <STEM>.safetensors + <STEM>.json")
+    g.add_argument("--eval-n", type=int, help="classifiers: score the exported EMA weights on the first N test "
+                   "images (accuracy; for noisy classifiers accuracy against t) [default: the whole test split]")
     g.add_argument("--threads", type=int, help="torch CPU threads [default: torch's choice]")
     g.add_argument("--device", help="cpu | cuda | cuda:N [default: CUDA when present; cuda:LOCAL_RANK under torchrun]")
     p.set_defaults(func=cmd_train)
@@ -147,20 +158,24 @@ def _train_options(ns: argparse.Namespace) -> dict:
     return opts
 
 
-def _data_tensors(opts: dict):
+def _data_tensors(opts: dict, split: str = "train"):
     import torch
 
     from . import data as D
 
     if opts["data"] == "synthetic":
-        ds = D.synthetic_images(opts["limit"] or 512, (3, 32, 32), generator=torch.Generator().manual_seed(0))
+        n = opts["limit"] or 512
+        seed = 0 if split == "train" else 1
+        ds = D.synthetic_images(n, (3, 32, 32), generator=torch.Generator().manual_seed(seed))
+        ds = D.ImageData(ds.images, ds.labels, ds.name, split, ds.source, ds.subset, ds.classes)
     else:
-        ds = D.load_dataset(opts["data"], "train")
+        ds = D.load_dataset(opts["data"], split)
     images, labels = ds.images, ds.labels
-    if opts["limit"]:
+    if opts["limit"] and split == "train":
         images, labels = images[: opts["limit"]], labels[: opts["limit"]]
     info = {"name": ds.name, "split": ds.split, "n": int(images.shape[0]), "source": ds.source,
-            "subset": bool(ds.subset or opts["limit"]), "range": "[-1, 1] via sdelab.data.to_model_range (2k/255 - 1)"}
+            "subset": bool(ds.subset or (opts["limit"] and split == "train")),
+            "range": "[-1, 1] via sdelab.data.to_model_range (2k/255 - 1)"}
     return D.to_model_range(images), labels, info
 
 
@@ -171,31 +186,70 @@ def _make_sde(opts: dict):
     return make_sde(opts["sde"], **kw)
 
 
+TRAIN_KINDS = ("score", "noisy_classifier", "classifier")
+
+
 def _net_config(opts: dict, x, num_classes) -> dict:
+    kind = opts["kind"]
     if isinstance(opts["net"], dict):
         cfg = dict(opts["net"])
-    else:
-        cfg = {"kind": opts["net"], "in_channels": int(x.shape[1]), "image_size": int(x.shape[-1])}
+    elif kind == "score":
+        cfg = {"kind": opts["net"] or "scorenet", "in_channels": int(x.shape[1]), "image_size": int(x.shape[-1])}
         for k in ("channels", "num_res_blocks", "dropout"):
             if opts.get(k) is not None:
                 cfg[k] = opts[k]
         if opts.get("ch_mult"):
             cm = opts["ch_mult"]
             cfg["ch_mult"] = [int(c) for c in (cm.split(",") if isinstance(cm, str) else cm)]
+    else:
+        if opts["net"] not in (None, kind):
+            raise SystemExit(f"sdelab train: --kind {kind} trains the {kind!r} network, not --net {opts['net']!r}")
+        cfg = {"kind": kind, "in_channels": int(x.shape[1])}
+        for k in ("width", "depth", "dropout"):
+            if opts.get(k) is not None:
+                cfg[k] = opts[k]
     if num_classes:
         cfg["num_classes"] = num_classes
     return cfg
+
+
+def _classifier_metrics(net, sde, opts: dict, device) -> dict:
+    """Test-split accuracy of a trained classifier (against t for a noisy one), for its card."""
+    import torch
+
+    from .guidance import classifier_accuracy, noisy_classifier_accuracy
+    from .nets import logits_fn_from_net
+
+    x, y, info = _data_tensors(opts, "test")
+    if opts.get("eval_n"):
+        x, y = x[: opts["eval_n"]], y[: opts["eval_n"]]
+    x, y = x.to(device), y.to(device)
+    net.eval()
+    if sde is None:
+        return {"test_accuracy": round(classifier_accuracy(net, x, y), 4), "test_images": int(x.shape[0]),
+                "test_split": f"{info['name']} {info['split']}"}
+    times = [sde.eps] + [round(0.1 * k, 1) for k in range(1, 11)]
+    gen = torch.Generator(device=device).manual_seed(opts["seed"] + 12345)
+    acc = noisy_classifier_accuracy(logits_fn_from_net(net, sde), sde, x, y, times, generator=gen)
+    return {"test_accuracy_vs_t": {"t": times, "accuracy": [round(a, 4) for a in acc]},
+            "test_images": int(x.shape[0]), "test_split": f"{info['name']} {info['split']}",
+            "note": "accuracy on x_t = alpha(t) x_0 + sigma(t) z, one fresh z per image and time"}
 
 
 def cmd_train(ns: argparse.Namespace) -> int:
     import torch
 
     from . import checkpoints
-    from .losses import DSMObjective
+    from .losses import ClassifierObjective, DSMObjective
     from .nets import build_net, count_params
     from .train import TrainConfig, init_distributed, train
 
     opts = _train_options(ns)
+    kind = opts["kind"]
+    if kind not in TRAIN_KINDS:
+        raise SystemExit(f"sdelab train: --kind must be one of {', '.join(TRAIN_KINDS)}, got {kind!r}")
+    if kind != "score" and opts["class_conditional"]:
+        raise SystemExit("sdelab train: --class-conditional applies to --kind score only")
     if opts["threads"]:
         torch.set_num_threads(int(opts["threads"]))
     rank, world = init_distributed()
@@ -206,12 +260,15 @@ def cmd_train(ns: argparse.Namespace) -> int:
     else:
         device = torch.device("cpu")
     x, labels, data_info = _data_tensors(opts)
-    num_classes = int(labels.max()) + 1 if opts["class_conditional"] else None
-    sde = _make_sde(opts)
+    num_classes = int(labels.max()) + 1 if (opts["class_conditional"] or kind != "score") else None
+    sde = _make_sde(opts) if kind != "classifier" else None
     torch.manual_seed(opts["seed"])  # initial weights
     net = build_net(_net_config(opts, x, num_classes)).to(device)
-    objective = DSMObjective(sde, opts["weighting"], opts["importance_sampling"],
-                             opts["p_uncond"] if num_classes else 0.0)
+    if kind == "score":
+        objective = DSMObjective(sde, opts["weighting"], opts["importance_sampling"],
+                                 opts["p_uncond"] if num_classes else 0.0)
+    else:
+        objective = ClassifierObjective(sde)
     config = TrainConfig(**{k: opts[k] for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "lr_schedule",
                                                  "grad_clip", "ema_decay", "bf16", "seed", "ckpt_every",
                                                  "log_every", "progress")})
@@ -219,7 +276,7 @@ def cmd_train(ns: argparse.Namespace) -> int:
         print(f"sdelab train: {data_info['name']} ({data_info['n']} images), SDE {sde!r}, "
               f"{net.config['kind']} {count_params(net) / 1e6:.2f} M params, {config.steps} steps of "
               f"{config.batch_size}, {world} process(es) on {device}", flush=True)
-    meta = {"sde": sde.config(), "net": net.config, "data": data_info}
+    meta = {"sde": sde.config() if sde is not None else None, "net": net.config, "data": data_info}
     data = (x, labels) if num_classes else x
     result = train(net, objective, data, config, run_dir=opts["run_dir"], resume=opts["resume"], meta=meta)
     tail = result.losses[-min(500, len(result.losses)):]
@@ -229,13 +286,17 @@ def cmd_train(ns: argparse.Namespace) -> int:
               f"wall time {result.wall_time:.0f} s, {result.images_per_sec:.0f} img/s this session", flush=True)
         if opts["export"]:
             command = "sdelab " + " ".join(shlex.quote(a) for a in ns.argv)
+            metrics = _classifier_metrics(result.ema, sde, opts, device) if kind != "score" else {}
+            if metrics:
+                print(f"test metrics: {json.dumps(metrics)}", flush=True)
+            loss_note = ("mean DSM training loss (per dimension)" if kind == "score"
+                         else "mean training cross-entropy (nats)") + f" over the last {len(tail)} steps"
             card = checkpoints.save(
-                opts["export"], result.ema, kind="score", sde=sde, data=data_info,
+                opts["export"], result.ema, kind=kind, sde=sde, data=data_info,
                 training={**{k: v for k, v in config.to_dict().items() if k != "progress"}, **objective.config(),
                           "ema": True, "processes": world},
                 steps=result.step, wall_time_s=round(result.wall_time, 1), final_loss=round(final, 5),
-                final_loss_note=f"mean DSM training loss (per dimension) over the last {len(tail)} steps",
-                command=command)
+                final_loss_note=loss_note, metrics=metrics, command=command)
             print(f"exported {card['name']} ({card['weights']['bytes'] / 1e6:.1f} MB, sha256 {card['weights']['sha256'][:12]}...)")
     return 0
 
