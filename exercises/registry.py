@@ -14,6 +14,8 @@ from typing import Callable
 CHAPTER_MODULES = {
     "ch01": "ch01_forward",
     "ch02": "ch02_reverse",
+    "ch05": "ch05_likelihood",
+    "ch06": "ch06_evaluation",
     "ch09": "ch09_scaling",
 }
 
