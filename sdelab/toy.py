@@ -152,6 +152,19 @@ class GaussianMixture:
         log_n, _, _ = self._component_terms(x, *self._coeffs(sde, t, x))
         return torch.softmax(torch.log(self.weights) + log_n, dim=-1)
 
+    def logits_t(self, x: Tensor, t: TimeLike, sde: SDE) -> Tensor:
+        r"""Logits of the exact noisy classifier: :math:`\log w_k + \log\mathcal N(x; \alpha\mu_k, \alpha^2\Sigma_k + \sigma^2 I)`, ``(B, K)``.
+
+        Their softmax is :meth:`posterior_t`; unlike ``log(posterior_t)`` they stay finite (and
+        differentiable) far from every component, which classifier guidance needs.
+        """
+        log_n, _, _ = self._component_terms(x, *self._coeffs(sde, t, x))
+        return (torch.log(self.weights) + log_n).to(x.dtype)
+
+    def logits_fn(self, sde: SDE):
+        """The exact noisy classifier as a ``logits_fn(x, t)`` (see :mod:`sdelab.guidance`)."""
+        return lambda x, t: self.logits_t(x, t, sde)
+
     def score_t(self, x: Tensor, t: TimeLike, sde: SDE, component: int | Tensor | None = None) -> Tensor:
         r"""Exact score :math:`\nabla_x\log p_t(x)`, shaped like ``x``.
 
