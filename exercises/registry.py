@@ -14,6 +14,7 @@ from typing import Callable
 CHAPTER_MODULES = {
     "ch01": "ch01_forward",
     "ch02": "ch02_reverse",
+    "ch03": "ch03_score_matching",
     "ch05": "ch05_likelihood",
     "ch06": "ch06_evaluation",
     "ch09": "ch09_scaling",
