@@ -1,0 +1,605 @@
+"""The samplers against exact scores (sdelab.toy): moments, convergence order, a 2-D mixture, errors.
+
+Every test feeds a sampler the *exact* score of a Gaussian or Gaussian mixture, so whatever error
+remains is the sampler's own: discretisation (falling at the order theory gives), the Langevin
+corrector's known bias, and Monte Carlo noise (bounded from the sample size). Where a test starts
+from noise it draws ``x_T`` from the exact ``p_T`` (``sde.perturb(x0, T)``), not from the prior:
+the prior mismatch (e.g. VP-cosine keeps 5.7 % of the data mean at T) is a property of the SDE, not
+of the sampler, and would otherwise pollute every tolerance.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sdelab import SDE_NAMES, make_sde
+from sdelab import samplers as smp
+from sdelab.toy import GaussianMixture, gaussian, ring_mixture
+
+from sample_distances import energy_distance
+from strategies import sdes, trailing_shapes
+
+f64 = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # The toy problems are small tensors: on a busy 2-core machine, intra-op threads only add
+    # OpenMP barrier waits.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# name -> (function, NFE per step, fixed keyword arguments)
+SAMPLERS = {
+    "euler_maruyama": (smp.euler_maruyama, 1, {}),
+    "reverse_diffusion": (smp.reverse_diffusion, 1, {}),
+    "predictor_corrector": (smp.predictor_corrector, 2, {}),
+    "probability_flow_euler": (smp.probability_flow_euler, 1, {}),
+    "heun": (smp.heun, 2, {}),
+    "dpm_solver-1": (smp.dpm_solver, 1, {"order": 1}),
+    "dpm_solver-2": (smp.dpm_solver, 2, {"order": 2}),
+}
+STOCHASTIC = ("euler_maruyama", "reverse_diffusion", "predictor_corrector")
+ORDER = {"euler_maruyama": 1, "reverse_diffusion": 1, "predictor_corrector": 1, "probability_flow_euler": 1,
+         "heun": 2, "dpm_solver-1": 1, "dpm_solver-2": 2}
+
+
+def run(name, score_fn, sde, x_T, steps, seed=0, **kw):
+    fn, _, fixed = SAMPLERS[name]
+    return fn(score_fn, sde, x_T, steps=steps, generator=torch.Generator().manual_seed(seed), **fixed, **kw)
+
+
+def rms(a, b):
+    return ((a - b) ** 2).reshape(len(a), -1).sum(1).mean().sqrt().item()
+
+
+# ---------------------------------------------------------------------------------------------
+# Time grids
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sde_name", SDE_NAMES)
+@pytest.mark.parametrize("kind", smp.GRIDS)
+def test_time_grid_is_uniform_in_its_variable(sde_name, kind):
+    sde = make_sde(sde_name)
+    t = smp.time_grid(sde, 12, kind, dtype=f64)
+    assert t.shape == (13,) and t[0].item() == sde.T and t[-1].item() == sde.eps
+    assert (t[1:] < t[:-1]).all()
+    # the variable each grid is uniform in: t, lambda(t), or sigma_hat^(1/rho) = exp(-lambda/rho)
+    u = {"uniform": t, "log_snr": sde.log_snr(t), "edm": torch.exp(-sde.log_snr(t) / 7.0)}[kind]
+    d = u.diff()
+    # float64 round-off of the closed-form inverses t_from_log_snr (log1p, arccos, quadratic roots)
+    torch.testing.assert_close(d, d.mean().expand_as(d), rtol=1e-9, atol=1e-12)
+
+
+def test_time_grid_rejects_bad_arguments():
+    sde = make_sde("vp")
+    with pytest.raises(ValueError, match="grid must be one of"):
+        smp.time_grid(sde, 10, "cosine")
+    with pytest.raises(ValueError, match="steps"):
+        smp.time_grid(sde, 0)
+    with pytest.raises(TypeError, match="steps"):
+        smp.time_grid(sde, 2.5)
+    with pytest.raises(ValueError, match="rho"):
+        smp.time_grid(sde, 10, "edm", rho=-1.0)
+    with pytest.raises(TypeError, match="sde"):
+        smp.time_grid("vp", 10)
+
+
+# ---------------------------------------------------------------------------------------------
+# Gaussian data: output mean and covariance approach the target's.
+#
+# Tolerance. Whiten the output with the target p_eps = N(m, C) (C = L L^T): w = L^{-1}(x - m). For
+# n exact samples, sqrt(n) mean(w) ~ N(0, I); the sample covariance S of w has Var(S_jj) = 2/(n-1)
+# and Var(S_jk) = 1/(n-1) (Wishart), so z_jj = (S_jj - 1) sqrt((n-1)/2) and z_jk = S_jk sqrt(n-1)
+# are ~N(0, 1) (CLT; n = 4000 makes the chi-square skew, sqrt(8/n) = 0.045, irrelevant). Z = 5
+# bounds each at two-sided probability 6e-7 (5 z-scores x 40 cases: 1e-4 for the whole test).
+# A sampler's bias b(S) ~ c S^-p (p = weak order 1 for the SDE samplers, 1 or 2 for the ODE ones)
+# is bounded from a coarse run with S/k steps on an independent draw: |b(S/k)| <= |z(S/k)| + Z, so
+# |z(S)| <= Z + (|z(S/k)| + Z) k^-p. RK45 is controlled by its tolerance instead of S: its global
+# error scales like tol^(4/5) (error per step of a 4th-order estimate), hence k^-0.8 for k = 100x
+# tighter tolerances.
+# The Langevin corrector adds a bias that does not vanish with S: at time t its stationary law
+# for N(m_t, C_t) has covariance C_t^(1/2) (I + D) C_t^(1/2), D diagonal in C_t's eigenbasis with
+# D_j = e/(2c_j - e) and step e <= 2 r^2 c_max (batch norms: mean||s|| >= mean||z|| / sqrt(c_max)),
+# so every whitened-covariance entry moves by at most delta = r^2 k_C / (1 - r^2 k_C), k_C the
+# condition number of C_t, <= that of the data covariance (adding sigma^2 I only lowers it).
+# ---------------------------------------------------------------------------------------------
+GAUSS_MEAN = [1.0, -0.5]
+GAUSS_COV = [[1.0, 0.2], [0.2, 0.6]]
+N_MOMENTS, Z, K_COARSE = 4000, 5.0, 10
+FINE_STEPS = {"heun": 100, "dpm_solver-2": 100}  # others: 400
+
+
+def standardized_errors(x, mean, cov):
+    """z-scores of the sample mean (d) and covariance (upper triangle) against N(mean, cov)."""
+    n, d = x.shape
+    L = torch.linalg.cholesky(cov)
+    w = torch.linalg.solve_triangular(L, (x - mean).T, upper=False).T
+    z_mean = w.mean(0) * math.sqrt(n)
+    eye = torch.eye(d, dtype=f64)
+    scale = torch.where(eye.bool(), math.sqrt((n - 1) / 2), math.sqrt(n - 1))
+    iu = torch.triu_indices(d, d)
+    z_cov = ((torch.cov(w.T) - eye) * scale)[iu[0], iu[1]]
+    cov_scale = scale[iu[0], iu[1]]
+    return torch.cat([z_mean, z_cov]), torch.cat([torch.zeros(d, dtype=f64), cov_scale])
+
+
+@pytest.mark.parametrize("sde_name", SDE_NAMES)
+@pytest.mark.parametrize("name", [*SAMPLERS, "probability_flow_rk45"])
+def test_gaussian_moments_approach_target(name, sde_name):
+    sde = make_sde(sde_name)
+    gm = gaussian(GAUSS_MEAN, GAUSS_COV)
+    score_fn = gm.score_fn(sde)
+    g = torch.Generator().manual_seed(10)
+    mean, cov = gm.moments_t(sde.eps, sde)
+    x_T = sde.perturb(gm.sample(N_MOMENTS, g), sde.T, generator=g)[0]
+    x_T2 = sde.perturb(gm.sample(N_MOMENTS, g), sde.T, generator=g)[0]  # independent draw, coarse run
+    if name == "probability_flow_rk45":
+        fine = smp.probability_flow_rk45(score_fn, sde, x_T, rtol=1e-6, atol=1e-6).x
+        coarse = smp.probability_flow_rk45(score_fn, sde, x_T2, rtol=1e-4, atol=1e-4).x
+        shrink = 100.0**-0.8
+    else:
+        steps = FINE_STEPS.get(name, 400)
+        fine = run(name, score_fn, sde, x_T, steps, seed=1).x
+        coarse = run(name, score_fn, sde, x_T2, steps // K_COARSE, seed=2).x
+        shrink = K_COARSE ** -ORDER[name]
+    z_fine, cov_scale = standardized_errors(fine, mean, cov)
+    z_coarse, _ = standardized_errors(coarse, mean, cov)
+    allowed = Z + (z_coarse.abs() + Z) * shrink
+    if name == "predictor_corrector":
+        r2k = 0.16**2 * torch.linalg.cond(torch.tensor(GAUSS_COV, dtype=f64)).item()
+        allowed = allowed + r2k / (1 - r2k) * cov_scale
+    assert torch.isfinite(fine).all()
+    assert (z_fine.abs() <= allowed).all(), f"z-scores {z_fine.tolist()} exceed {allowed.tolist()}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Convergence order of the deterministic samplers: from the same x_T, the error against a very
+# fine reference solve (DOP853, rtol = atol = 1e-11) falls like S^-p. The fitted slope of log error
+# against log S over S = 32..256 must lie within 0.15 of p = 1 and 0.2 of p = 2: margins that leave
+# room for the next-order term over a factor 8 in step size, yet cannot mistake one order for the
+# other. The data is a 2-component anisotropic mixture, so the score is nonlinear in x.
+# ---------------------------------------------------------------------------------------------
+ORDER_MIX = GaussianMixture([0.3, 0.7], [[-1.0, 0.5], [1.0, -0.5]],
+                            [[[0.3, 0.1], [0.1, 0.2]], [[0.2, -0.05], [-0.05, 0.4]]])
+ORDER_STEPS = (32, 64, 128, 256)
+DETERMINISTIC = ("probability_flow_euler", "heun", "dpm_solver-1", "dpm_solver-2")
+
+
+@lru_cache(maxsize=None)
+def order_problem(sde_name):
+    sde = make_sde(sde_name)
+    score_fn = ORDER_MIX.score_fn(sde)
+    g = torch.Generator().manual_seed(3)
+    x_T = sde.perturb(ORDER_MIX.sample(64, g), sde.T, generator=g)[0]
+    ref = smp.probability_flow_rk45(score_fn, sde, x_T, rtol=1e-11, atol=1e-11, method="DOP853").x
+    # the reference's own error, estimated against a 100x looser solve (an upper bound for it)
+    ref_err = rms(ref, smp.probability_flow_rk45(score_fn, sde, x_T, rtol=1e-9, atol=1e-9, method="DOP853").x)
+    return sde, score_fn, x_T, ref, ref_err
+
+
+@pytest.mark.parametrize("sde_name", SDE_NAMES)
+@pytest.mark.parametrize("name", DETERMINISTIC)
+def test_convergence_order(name, sde_name):
+    sde, score_fn, x_T, ref, ref_err = order_problem(sde_name)
+    errs = [rms(run(name, score_fn, sde, x_T, s).x, ref) for s in ORDER_STEPS]
+    assert ref_err < 0.01 * min(errs), "the reference solve is not accurate enough to measure the order"
+    log_s, log_e = torch.log(torch.tensor(ORDER_STEPS, dtype=f64)), torch.log(torch.tensor(errs, dtype=f64))
+    slope = -(((log_s - log_s.mean()) * (log_e - log_e.mean())).sum() / ((log_s - log_s.mean()) ** 2).sum()).item()
+    p = ORDER[name]
+    assert abs(slope - p) <= {1: 0.15, 2: 0.2}[p], f"fitted order {slope:.3f}, expected {p}; errors {errs}"
+
+
+@pytest.mark.parametrize("sde_name", SDE_NAMES)
+def test_rk45_error_falls_with_tolerance(sde_name):
+    sde, score_fn, x_T, ref, _ = order_problem(sde_name)
+    res = [smp.probability_flow_rk45(score_fn, sde, x_T, rtol=tol, atol=tol) for tol in (1e-3, 1e-5, 1e-7)]
+    errs = [rms(r.x, ref) for r in res]
+    # global error ~ tol^(4/5) (or ~tol with local extrapolation): 100x tighter -> >= 40x smaller;
+    # demand 10x. This needs the cosine schedules' kink to be a break point of the solve (see
+    # probability_flow_rk45): without it the error at 1e-5 was larger than at 1e-4.
+    assert errs[1] < errs[0] / 10 and errs[2] < errs[1] / 10, errs
+    assert res[0].nfe < res[1].nfe < res[2].nfe
+
+
+# ---------------------------------------------------------------------------------------------
+# The PF-ODE of Gaussian data has a closed-form flow: with p_t = N(m_t, C_t), C_t = a^2 S + s^2 I
+# (all C_t commute), x_t = m_t + C_t^(1/2) C_u^(-1/2) (x_u - m_u) solves dx/dt = f x - g^2 s / 2,
+# since dC/dt = 2 f C + g^2 I. RK45 must reproduce it in both directions (decode and encode).
+# Bound: the solver keeps each step's local error below rtol |x| + atol, and the flow stretches an
+# error by at most L = max eigenvalue ratio sqrt(C_end / C_start) (>= 1), so the global error is at
+# most nfe (rtol max|x| + atol) L.
+# ---------------------------------------------------------------------------------------------
+def gaussian_flow(gm, sde, x, t_from, t_to):
+    _, c_from = gm.moments_t(t_from, sde)
+    m_to, c_to = gm.moments_t(t_to, sde)
+    m_from = gm.moments_t(t_from, sde)[0]
+    e_from, u = torch.linalg.eigh(c_from)
+    e_to = torch.diagonal(u.T @ c_to @ u)  # same eigenbasis
+    A = u @ torch.diag((e_to / e_from).sqrt()) @ u.T
+    return m_to + (x - m_from) @ A.T, (e_to / e_from).sqrt().max().clamp(min=1).item()
+
+
+@pytest.mark.parametrize("sde_name", SDE_NAMES)
+def test_rk45_matches_closed_form_gaussian_flow(sde_name):
+    sde = make_sde(sde_name)
+    gm = gaussian(GAUSS_MEAN, GAUSS_COV)
+    score_fn = gm.score_fn(sde)
+    g = torch.Generator().manual_seed(4)
+    x_T = sde.perturb(gm.sample(32, g), sde.T, generator=g)[0]
+    tol = 1e-8
+    dec = smp.probability_flow_rk45(score_fn, sde, x_T, rtol=tol, atol=tol)
+    exact, stretch = gaussian_flow(gm, sde, x_T, sde.T, sde.eps)
+    bound = dec.nfe * (tol * x_T.abs().max().item() + tol) * stretch
+    assert (dec.x - exact).abs().max().item() <= bound
+    enc = smp.probability_flow_rk45(score_fn, sde, exact, rtol=tol, atol=tol, t_span=(sde.eps, sde.T))
+    back, stretch = gaussian_flow(gm, sde, exact, sde.eps, sde.T)
+    bound = enc.nfe * (tol * back.abs().max().item() + tol) * stretch
+    assert (enc.x - back).abs().max().item() <= bound
+    torch.testing.assert_close(back, x_T, rtol=1e-9, atol=1e-9)  # the closed form itself round-trips
+
+
+@pytest.mark.parametrize("name", DETERMINISTIC)
+def test_ode_samplers_encode_with_an_increasing_grid(name):
+    # decode(encode(x)) returns x up to the two one-way discretisation errors; with the exact
+    # Gaussian flow as the reference, each leg's error is measured rather than guessed. Each leg
+    # must also converge at the sampler's order: doubling S from 64 to 128 divides its error by
+    # 2^p, asserted within the margins of test_convergence_order (log2 ratio within 0.15 of p = 1,
+    # 0.2 of p = 2). (No absolute bound: DPM-Solver-1's error here, 0.09 at S = 64, is first-order
+    # in h = 9.7 / 64 with a large constant, as the halving at S = 128 shows.)
+    sde = make_sde("vp-linear")
+    gm = gaussian(GAUSS_MEAN, GAUSS_COV)
+    score_fn = gm.score_fn(sde)
+    x0 = sde.perturb(gm.sample(16, torch.Generator().manual_seed(5)), sde.eps)[0]
+    z_exact, _ = gaussian_flow(gm, sde, x0, sde.eps, sde.T)
+    # the decoder's Lipschitz constant on this linear flow is the stretch back, <= 1 for VP here
+    _, stretch_back = gaussian_flow(gm, sde, z_exact, sde.T, sde.eps)
+    fn, _, fixed = SAMPLERS[name]
+    errs = []
+    for steps in (64, 128):
+        grid = smp.time_grid(sde, steps, "log_snr", dtype=f64)
+        z = fn(score_fn, sde, x0, grid=grid.flip(0), **fixed).x
+        x_back = fn(score_fn, sde, z, grid=grid, **fixed).x
+        enc_err = (z - z_exact).abs().max().item()
+        dec_err = (fn(score_fn, sde, z_exact, grid=grid, **fixed).x - x0).abs().max().item()
+        assert (x_back - x0).abs().max().item() <= dec_err + stretch_back * enc_err * 1.01 + 1e-12
+        errs.append((enc_err, dec_err))
+    p = ORDER[name]
+    for leg in (0, 1):
+        rate = math.log2(errs[0][leg] / errs[1][leg])
+        assert abs(rate - p) <= {1: 0.15, 2: 0.2}[p], f"{('encoder', 'decoder')[leg]} order {rate:.3f}, expected {p}"
+
+
+# ---------------------------------------------------------------------------------------------
+# 2-D mixture (the 8-Gaussian ring): the energy distance between sampler output and exact samples
+# of p_eps shrinks with the number of steps, down to its Monte Carlo floor.
+# The floor is measured, and its tail is not Gaussian. The unbiased (U-statistic) energy distance
+# between two independent exact samples of size n is a degenerate U-statistic: n ED tends to
+# sum_j l_j (chi2_1 - 1) with mean 0 (Szekely & Rizzo). Its tail is heavy here because the ring's
+# modes are far apart, so the fluctuation of the mode counts dominates (measured over 300 null
+# pairs at n = 2000: mean + 5 sd was exceeded 3 % of the time). At a fixed variance the heaviest
+# tail in that family is a single term, ED = b (chi2_1 - 1) with sd = b sqrt(2); its 1 - 1e-5
+# quantile, chi2_1 = 19.5, lies (19.5 - 1) / sqrt(2) = 13.1 sd above the mean. So the floor is the
+# null mean + 13.1 null sd, from 100 null pairs (the sd estimate's relative error, ~0.2 for such a
+# tail, still leaves each comparison's false-alarm rate below 1e-3).
+# ---------------------------------------------------------------------------------------------
+RING = ring_mixture(8, 4.0, 0.5)
+N_MIX, N_NULL, K_TAIL = 1000, 100, 13.1
+
+
+@lru_cache(maxsize=None)
+def energy_floor():
+    g = torch.Generator().manual_seed(7)
+    null = torch.tensor([energy_distance(RING.sample(N_MIX, g), RING.sample(N_MIX, g)) for _ in range(N_NULL)])
+    return null.mean().item() + K_TAIL * null.std().item()
+
+
+@pytest.mark.parametrize("sde_name", SDE_NAMES)
+@pytest.mark.parametrize("name", [*SAMPLERS])
+def test_mixture_energy_distance_shrinks_with_steps(name, sde_name):
+    sde = make_sde(sde_name)
+    score_fn = RING.score_fn(sde)
+    g = torch.Generator().manual_seed(8)
+    x_T = sde.perturb(RING.sample(N_MIX, g), sde.T, generator=g)[0]
+    target = sde.perturb(RING.sample(N_MIX, g), sde.eps, generator=g)[0]
+    ed = [energy_distance(run(name, score_fn, sde, x_T, s, seed=s).x, target) for s in (1, 8, 64)]
+    floor = energy_floor()
+    # one step is visibly wrong, except with the corrector: its Langevin step at eps uses the exact
+    # score of p_eps and on the cosine schedules already lands within the floor (ED 0.045 < 0.078)
+    assert ed[0] > floor or name == "predictor_corrector", f"one step should be visibly wrong: {ed}"
+    assert ed[1] < ed[0] and ed[2] < floor, f"energy distances {ed}, Monte Carlo floor {floor:.4f}"
+
+
+def test_mixture_rk45_reaches_the_floor():
+    sde = make_sde("vp-linear")
+    g = torch.Generator().manual_seed(9)
+    x_T = sde.perturb(RING.sample(N_MIX, g), sde.T, generator=g)[0]
+    target = sde.perturb(RING.sample(N_MIX, g), sde.eps, generator=g)[0]
+    x = smp.probability_flow_rk45(RING.score_fn(sde), sde, x_T).x
+    assert energy_distance(x, target) < energy_floor()
+
+
+# ---------------------------------------------------------------------------------------------
+# The Langevin corrector at a fixed time, on N(m, cI) in D dimensions (exact derivations):
+# * norm="batch": one step e = 2 r^2 (mean||z|| / mean||s||)^2 = 2 r^2 c^2 / v at variance v, and
+#   the ULA step x' = (1 - e/c)(x - m) + sqrt(2e) z keeps v = c / (1 - e/(2c)); solving both gives
+#   the stationary variance v = c (1 + r^2) exactly (up to O(1/n) from the batch means).
+# * norm="sample": with R = ||x - m||^2, e = 2 r^2 c^2 ||z||^2 / R per sample, and
+#   E[R' | x] = R - 4 r^2 c D + 4 r^2 c^2 (1 + r^2) D (D + 2) / R, so stationarity gives
+#   E[1/R] = 1 / (c (D + 2) (1 + r^2)) exactly; an unbiased chain would have 1/(c (D - 2)).
+# ---------------------------------------------------------------------------------------------
+def _langevin_chain(norm, snr, steps, n=4000, d=16):
+    sde = make_sde("vp-linear")
+    t = 0.5
+    gm = gaussian(torch.full((d,), 0.7, dtype=f64), 0.3 * torch.eye(d, dtype=f64))
+    score_fn = gm.score_fn(sde)
+    m, C = gm.moments_t(t, sde)
+    g = torch.Generator().manual_seed(11)
+    x = sde.perturb(gm.sample(n, g), t, generator=g)[0]
+    for _ in range(steps):
+        x = smp.langevin_step(score_fn, sde, x, t, snr=snr, norm=norm, generator=g)
+    return x, m, C[0, 0].item()
+
+
+def test_langevin_batch_norm_stationary_variance():
+    r = 0.3  # bias r^2 = 0.09, well above the sampling error
+    x, m, c = _langevin_chain("batch", r, steps=60)  # contraction (1 - e/c)^2 ~ 0.7 per step
+    n, d = x.shape
+    v = ((x - m) ** 2).mean().item()  # mean of n d squared N(0, v) entries: sd v sqrt(2 / (n d))
+    assert abs(v / c - (1 + r**2)) <= Z * (1 + r**2) * math.sqrt(2 / (n * d))
+
+
+def test_langevin_sample_norm_bias():
+    r = 0.1
+    # contraction per step ~ 1 - 4 r^2 D/(D+2): 300 steps shrink the initial offset by e^-11
+    x, m, c = _langevin_chain("sample", r, steps=300)
+    n, d = x.shape
+    inv_r = 1 / ((x - m) ** 2).sum(1)
+    # sample mean of 1/R: standard error from its own sample standard deviation
+    se = inv_r.std().item() / math.sqrt(n)
+    expected = 1 / (c * (d + 2) * (1 + r**2))
+    assert abs(inv_r.mean().item() - expected) <= Z * se
+    assert abs(inv_r.mean().item() - 1 / (c * (d - 2))) > Z * se  # distinguishable from the target
+
+
+@pytest.mark.parametrize("sde_name", ["ve", "vp-cosine", "subvp-linear"])
+@pytest.mark.parametrize("norm", ["batch", "sample"])
+def test_langevin_step_size_formula(sde_name, norm):
+    # eps = 2 alpha_i (r ||z|| / ||s||)^2 with alpha_i = (alpha(t) / alpha(t_prev))^2 (1 for VE)
+    sde = make_sde(sde_name)
+    gm = ring_mixture()
+    score_fn = gm.score_fn(sde)
+    x = gm.sample(50, torch.Generator().manual_seed(0))
+    t, t_prev, r = 0.3, 0.35, 0.2
+    out = smp.langevin_step(score_fn, sde, x, t, snr=r, t_prev=t_prev, norm=norm,
+                            generator=torch.Generator().manual_seed(1))
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=f64)
+    s = score_fn(x, t)
+    a = sde.marginal_coeffs(torch.tensor([t, t_prev], dtype=f64))[0]
+    alpha_i = (a[0] / a[1]).item() ** 2
+    assert sde_name != "ve" or alpha_i == 1.0
+    sn, zn = s.norm(dim=1), z.norm(dim=1)
+    if norm == "batch":
+        sn, zn = sn.mean().expand(50), zn.mean().expand(50)
+    eps = (2 * alpha_i * (r * zn / sn) ** 2)[:, None]
+    torch.testing.assert_close(out, x + eps * s + (2 * eps).sqrt() * z, rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tweedie's formula against the exact posterior mean of Gaussian data:
+# E[x0 | x_t] = mu + a S (a^2 S + s^2 I)^(-1) (x_t - a mu)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sde_name", SDE_NAMES)
+def test_denoise_is_the_posterior_mean(sde_name):
+    sde = make_sde(sde_name)
+    gm = gaussian(GAUSS_MEAN, GAUSS_COV)
+    mu, S = torch.tensor(GAUSS_MEAN, dtype=f64), torch.tensor(GAUSS_COV, dtype=f64)
+    x = 3 * torch.randn(20, 2, generator=torch.Generator().manual_seed(0), dtype=f64)
+    for t in (sde.eps, 0.3, 1.0):
+        a, s = (v.item() for v in sde.marginal_coeffs(torch.tensor([t], dtype=f64)))
+        post = mu + (x - a * mu) @ torch.linalg.solve(a**2 * S + s**2 * torch.eye(2, dtype=f64), a * S).T
+        torch.testing.assert_close(smp.denoise(gm.score_fn(sde), sde, x, t), post, rtol=1e-10, atol=1e-10)
+    tb = torch.full((20,), 0.3, dtype=f64)
+    torch.testing.assert_close(smp.denoise(gm.score_fn(sde), sde, x, tb), smp.denoise(gm.score_fn(sde), sde, x, 0.3))
+
+
+# ---------------------------------------------------------------------------------------------
+# Bookkeeping: NFE, trajectories, reproducibility, steps = samplers, no host syncs
+# ---------------------------------------------------------------------------------------------
+def counting(score_fn):
+    calls = [0]
+
+    def wrapped(x, t):
+        calls[0] += 1
+        return score_fn(x, t)
+
+    return wrapped, calls
+
+
+@pytest.mark.parametrize("denoise", [False, True])
+@pytest.mark.parametrize("name", [*SAMPLERS, "probability_flow_rk45"])
+def test_nfe_counts_every_score_evaluation(name, denoise):
+    sde = make_sde("subvp-linear")
+    gm = ring_mixture()
+    score_fn, calls = counting(gm.score_fn(sde))
+    x_T = sde.prior_sample((10, 2), torch.Generator().manual_seed(0), dtype=f64)
+    if name == "probability_flow_rk45":
+        res = smp.probability_flow_rk45(score_fn, sde, x_T, rtol=1e-3, atol=1e-3, denoise=denoise)
+    else:
+        res = run(name, score_fn, sde, x_T, 7, denoise=denoise)
+        assert res.nfe == 7 * SAMPLERS[name][1] + denoise
+    assert res.nfe == calls[0]
+
+
+def test_predictor_corrector_nfe_and_variants():
+    sde = make_sde("ve")
+    gm = ring_mixture()
+    x_T = sde.prior_sample((10, 2), torch.Generator().manual_seed(0), dtype=f64)
+    for predictor, m, per_step in [("euler_maruyama", 2, 3), (None, 3, 3), ("reverse_diffusion", 0, 1)]:
+        score_fn, calls = counting(gm.score_fn(sde))
+        res = smp.predictor_corrector(score_fn, sde, x_T, steps=5, predictor=predictor, corrector_steps=m, generator=0)
+        assert res.nfe == calls[0] == 5 * per_step and torch.isfinite(res.x).all()
+    # no corrector = the reverse-diffusion sampler, same noise
+    a = smp.predictor_corrector(gm.score_fn(sde), sde, x_T, steps=5, corrector_steps=0, generator=3).x
+    b = smp.reverse_diffusion(gm.score_fn(sde), sde, x_T, steps=5, generator=3).x
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", [*SAMPLERS, "probability_flow_rk45"])
+def test_trajectory_and_times(name):
+    sde = make_sde("vp-cosine")
+    gm = ring_mixture()
+    x_T = sde.prior_sample((6, 2), torch.Generator().manual_seed(0), dtype=f64)
+    if name == "probability_flow_rk45":
+        res = smp.probability_flow_rk45(gm.score_fn(sde), sde, x_T, return_trajectory=True)
+        assert res.times[0].item() == sde.T and res.times[-1].item() == pytest.approx(sde.eps)
+    else:
+        res = run(name, gm.score_fn(sde), sde, x_T, 9, return_trajectory=True)
+        grid = {"heun": "edm", "dpm_solver-1": "log_snr", "dpm_solver-2": "log_snr"}.get(name, "uniform")
+        torch.testing.assert_close(res.times, smp.time_grid(sde, 9, grid, dtype=f64))
+        assert run(name, gm.score_fn(sde), sde, x_T, 9).trajectory is None
+    assert res.trajectory.shape == (len(res.times), 6, 2)
+    assert torch.equal(res.trajectory[0], x_T)
+    torch.testing.assert_close(res.trajectory[-1], res.x)
+
+
+@pytest.mark.parametrize("name", STOCHASTIC)
+def test_same_generator_same_samples(name):
+    sde = make_sde("vp-linear")
+    gm = ring_mixture()
+    x_T = sde.prior_sample((20, 2), torch.Generator().manual_seed(0), dtype=f64)
+    a = run(name, gm.score_fn(sde), sde, x_T, 10, seed=5).x
+    b = run(name, gm.score_fn(sde), sde, x_T, 10, seed=5).x
+    c = run(name, gm.score_fn(sde), sde, x_T, 10, seed=6).x
+    fn, _, fixed = SAMPLERS[name]
+    d = fn(gm.score_fn(sde), sde, x_T, steps=10, generator=5, **fixed).x  # an int seed
+    assert torch.equal(a, b) and torch.equal(a, d) and not torch.equal(a, c)
+
+
+def test_samplers_are_their_steps_in_a_loop():
+    sde = make_sde("subvp-cosine")
+    gm = ring_mixture()
+    score_fn = gm.score_fn(sde)
+    x_T = sde.prior_sample((8, 2), torch.Generator().manual_seed(0), dtype=f64)
+    times = smp.time_grid(sde, 6, "log_snr", dtype=f64).tolist()
+    steps = {
+        "euler_maruyama": lambda x, t, u, g: smp.euler_maruyama_step(score_fn, sde, x, t, u, generator=g),
+        "reverse_diffusion": lambda x, t, u, g: smp.reverse_diffusion_step(score_fn, sde, x, t, u, generator=g),
+        "predictor_corrector": lambda x, t, u, g: smp.langevin_step(
+            score_fn, sde, smp.reverse_diffusion_step(score_fn, sde, x, t, u, generator=g), u, snr=0.16, t_prev=t,
+            generator=g),
+        "probability_flow_euler": lambda x, t, u, g: smp.probability_flow_euler_step(score_fn, sde, x, t, u),
+        "heun": lambda x, t, u, g: smp.heun_step(score_fn, sde, x, t, u),
+        "dpm_solver-1": lambda x, t, u, g: smp.dpm_solver_step(score_fn, sde, x, t, u, order=1),
+        "dpm_solver-2": lambda x, t, u, g: smp.dpm_solver_step(score_fn, sde, x, t, u, order=2),
+    }
+    for name, step in steps.items():
+        g = torch.Generator().manual_seed(4)
+        x = x_T
+        for t, u in zip(times[:-1], times[1:]):
+            x = step(x, t, u, g)
+        res = run(name, score_fn, sde, x_T, None, seed=4, grid=times)
+        assert torch.equal(res.x, x), name
+
+
+def test_loops_never_read_tensors_back_to_the_host(monkeypatch):
+    # On the meta device tensors have no data: any .item(), bool(), .tolist() or copy to the CPU
+    # of a data tensor raises. After the input check (skipped here: a NaN check must read the
+    # data), every sampler except RK45 must run its whole loop there, which on a GPU means no
+    # host-device synchronisation per step.
+    monkeypatch.setattr(smp, "check_finite", lambda x, name="x": x)
+    sde = make_sde("vp-linear")
+    x_T = torch.empty(4, 3, 5, 5, device="meta")
+
+    def score_fn(x, t):
+        return -x * (1 + t.reshape(-1, 1, 1, 1))
+
+    for name, (fn, _, fixed) in SAMPLERS.items():
+        res = fn(score_fn, sde, x_T, steps=3, denoise=True, return_trajectory=True, **fixed)
+        assert res.x.device.type == "meta" and res.trajectory.shape == (4, 4, 3, 5, 5), name
+
+
+# ---------------------------------------------------------------------------------------------
+# Any SDE (random parameters), any trailing shape, any grid, few or many steps: finite output of
+# the right shape, and the NFE the docstrings promise.
+# ---------------------------------------------------------------------------------------------
+@settings(max_examples=25, deadline=None)
+@given(sde=sdes(), shape=trailing_shapes, name=st.sampled_from(list(SAMPLERS)), steps=st.integers(1, 12),
+       grid=st.sampled_from(smp.GRIDS), seed=st.integers(0, 100))
+def test_any_sde_any_shape_is_finite(sde, shape, name, steps, grid, seed):
+    d = math.prod(shape)
+    gm = gaussian(torch.zeros(d, dtype=f64), 0.5 * torch.eye(d, dtype=f64), event_shape=shape)
+    x_T = sde.prior_sample((5, *shape), torch.Generator().manual_seed(seed), dtype=f64)
+    res = run(name, gm.score_fn(sde), sde, x_T, steps, seed=seed, grid=grid, denoise=True)
+    assert res.x.shape == x_T.shape and torch.isfinite(res.x).all()
+    assert res.nfe == steps * SAMPLERS[name][1] + 1
+
+
+@pytest.mark.parametrize("sde_name", SDE_NAMES)
+def test_float32_one_step_to_many_steps_finite(sde_name):
+    sde = make_sde(sde_name)
+    gm = ring_mixture(dtype=torch.float32)
+    x_T = sde.prior_sample((64, 2), torch.Generator().manual_seed(0))
+    for name in SAMPLERS:
+        for steps in (1, 500):
+            assert torch.isfinite(run(name, gm.score_fn(sde), sde, x_T, steps).x).all(), (name, steps)
+    assert torch.isfinite(smp.probability_flow_rk45(gm.score_fn(sde), sde, x_T).x).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad arguments: clear errors naming the argument
+# ---------------------------------------------------------------------------------------------
+def _bad_calls():
+    sde = make_sde("vp")
+    gm = ring_mixture()
+    sf = gm.score_fn(sde)
+    x = sde.prior_sample((4, 2), dtype=f64)
+    nan = x.clone()
+    nan[0, 0] = float("nan")
+    return [
+        (ValueError, "steps", lambda: smp.euler_maruyama(sf, sde, x, steps=0)),
+        (TypeError, "steps", lambda: smp.heun(sf, sde, x, steps=2.0)),
+        (TypeError, "steps is required", lambda: smp.dpm_solver(sf, sde, x)),
+        (ValueError, "grid must be one of", lambda: smp.reverse_diffusion(sf, sde, x, steps=5, grid="karras")),
+        (ValueError, "snr", lambda: smp.predictor_corrector(sf, sde, x, steps=5, snr=-0.1)),
+        (ValueError, "corrector_steps", lambda: smp.predictor_corrector(sf, sde, x, steps=5, corrector_steps=-1)),
+        (ValueError, "predictor must be one of", lambda: smp.predictor_corrector(sf, sde, x, steps=5, predictor="ddim")),
+        (ValueError, "predictor=None", lambda: smp.predictor_corrector(sf, sde, x, steps=5, predictor=None, corrector_steps=0)),
+        (ValueError, "norm", lambda: smp.predictor_corrector(sf, sde, x, steps=5, norm="max")),
+        (ValueError, "x_T contains 1 NaN", lambda: smp.euler_maruyama(sf, sde, nan, steps=5)),
+        (TypeError, "x_T must be a torch.Tensor", lambda: smp.heun(sf, sde, x.numpy(), steps=5)),
+        (TypeError, "floating-point", lambda: smp.heun(sf, sde, x.long(), steps=5)),
+        (TypeError, "generator", lambda: smp.euler_maruyama(sf, sde, x, steps=5, generator="seed")),
+        (TypeError, "generator", lambda: smp.euler_maruyama_step(sf, sde, x, 0.5, 0.4, generator=3)),
+        (TypeError, "score_fn", lambda: smp.euler_maruyama(None, sde, x, steps=5)),
+        (TypeError, "sde must be", lambda: smp.euler_maruyama(sf, "vp", x, steps=5)),
+        (ValueError, "order must be 1 or 2", lambda: smp.dpm_solver(sf, sde, x, steps=5, order=3)),
+        (ValueError, "rtol", lambda: smp.probability_flow_rk45(sf, sde, x, rtol=0.0)),
+        (ValueError, "method", lambda: smp.probability_flow_rk45(sf, sde, x, method="BDF")),
+        (ValueError, "t_span", lambda: smp.probability_flow_rk45(sf, sde, x, t_span=(0.5,))),
+        (ValueError, "rho", lambda: smp.heun(sf, sde, x, steps=5, rho=0)),
+        (ValueError, "strictly decreasing", lambda: smp.euler_maruyama(sf, sde, x, grid=[sde.eps, 0.5, 1.0])),
+        (ValueError, "strictly monotone", lambda: smp.heun(sf, sde, x, grid=[1.0, 0.2, 0.5])),
+        (ValueError, "does not match", lambda: smp.heun(sf, sde, x, steps=3, grid=[1.0, 0.5, 0.1])),
+        (ValueError, r"must lie in \[eps, T\]", lambda: smp.heun(sf, sde, x, grid=[1.0, 0.0])),
+        (ValueError, "t_next < t", lambda: smp.euler_maruyama_step(sf, sde, x, 0.4, 0.5)),
+        (ValueError, "t_next != t", lambda: smp.heun_step(sf, sde, x, 0.4, 0.4)),
+        (ValueError, "one time for the whole batch", lambda: smp.heun_step(sf, sde, x, torch.ones(4), 0.4)),
+        (TypeError, "denoise must be True or False", lambda: smp.heun(sf, sde, x, steps=3, denoise="yes")),
+        (ValueError, "snr", lambda: smp.langevin_step(sf, sde, x, 0.5, snr=float("nan"))),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_bad_calls())))
+def test_bad_arguments_raise_clear_errors(case):
+    exc, match, call = _bad_calls()[case]
+    with pytest.raises(exc, match=match):
+        call()
