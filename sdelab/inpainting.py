@@ -261,7 +261,8 @@ def colorize(score_fn: ScoreFn, sde: SDE, gray: Tensor, **kwargs) -> SampleResul
     colour image, in the model's range. The replacement method (:func:`impute`, which takes the
     other keyword arguments) runs in the decoupled coordinates :math:`u = M^\top x` with the score
     :math:`M^\top s(Mu, t)`, observing :math:`u_0 = \sqrt3\,\text{gray}`. The result ``x`` is the
-    colour image; its channel mean equals ``gray`` up to rounding.
+    colour image; its channel mean equals ``gray`` up to rounding. An ``x_T`` passed on to
+    :func:`impute` is in the decoupled coordinates (:func:`to_decoupled`).
     """
     if not callable(score_fn):
         raise TypeError(f"score_fn must be callable as score_fn(x, t), got {type(score_fn).__name__}")
