@@ -3,7 +3,7 @@
 For every ``checkpoints/fashion-<sde>`` and every sampler setting below, draw ``--num-samples``
 images from the prior with a fixed seed, and score them with the project's clean classifier
 (``checkpoints/fashion-classifier``): Fréchet distance of its penultimate features against the
-whole 10 k test set, and the Inception-style score of its class probabilities. Bits/dim is
+whole 10 k test set (``--num-real``), and the Inception-style score of its class probabilities. Bits/dim is
 computed once per SDE on the first ``--bpd-images`` test images (uniform dequantization,
 PF-ODE with a Hutchinson probe, RK45 at rtol = atol = 1e-5) with its standard error.
 
@@ -49,7 +49,11 @@ SAMPLERS = {
     "em-1000": ("euler_maruyama", {"steps": 1000}),
     "pc-500": ("predictor_corrector", {"steps": 500, "snr": 0.16, "corrector_steps": 1}),
 }
-RESULTS = ROOT / "checkpoints" / "results"
+
+
+def results_dir() -> Path:
+    """``results/`` beside the checkpoints (``checkpoints/results`` unless ``$SDELAB_CHECKPOINTS`` says otherwise)."""
+    return checkpoints.registry_dir() / "results"
 
 
 def atomic_write_json(path: Path, obj) -> None:
@@ -70,13 +74,13 @@ def commit(paths: list[Path], message: str) -> None:
     print(f"warning: could not commit {rel}", flush=True)
 
 
-def test_statistics(features_fn, device) -> metrics.FeatureStats:
-    """Classifier-feature statistics of the 10 k Fashion-MNIST test images, cached in results/."""
-    path = RESULTS / "fashion-test-classifier-stats.npz"
+def real_statistics(features_fn, num_real: int, device) -> metrics.FeatureStats:
+    """Classifier-feature statistics of the first ``num_real`` Fashion-MNIST test images, cached in results/."""
+    path = results_dir() / f"fashion-test-{num_real}-classifier-stats.npz"
     if path.exists():
         return metrics.load_statistics(path)
     test = data.load_fashion_mnist("test")
-    feats = metrics.extract_features(features_fn, test.images, num_samples=len(test.images), device=device)
+    feats = metrics.extract_features(features_fn, test.images, num_samples=num_real, device=device)
     stats = metrics.feature_statistics(feats)
     metrics.save_statistics(path, stats, source="fashion-mnist test set", extractor="checkpoints/fashion-classifier")
     return stats
@@ -108,7 +112,7 @@ def evaluate_sde(sde_name: str, args, classifier, test_stats, device) -> None:
         return
     ckpt = checkpoints.load(name, kind="score", device=device)
     features_fn, probs_fn = metrics.classifier_functions(classifier)
-    path = RESULTS / f"{name}.json"
+    path = results_dir() / f"{name}.json"
     results = json.loads(path.read_text()) if path.exists() else {"checkpoint": name,
                                                                   "weights_sha256": ckpt.card["weights"]["sha256"],
                                                                   "samplers": {}}
@@ -158,7 +162,7 @@ def evaluate_sde(sde_name: str, args, classifier, test_stats, device) -> None:
 def print_table() -> None:
     print(f"{'SDE':>13} | {'sampler':>9} | {'NFE':>5} | {'N':>5} | {'FD':>8} | {'IS':>6} | bits/dim")
     for sde_name in SDES:
-        path = RESULTS / f"fashion-{sde_name}.json"
+        path = results_dir() / f"fashion-{sde_name}.json"
         if not path.exists():
             continue
         res = json.loads(path.read_text())
@@ -174,6 +178,7 @@ def main(argv=None) -> int:
     p.add_argument("--sdes", nargs="+", default=list(SDES), choices=SDES)
     p.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=list(SAMPLERS))
     p.add_argument("--num-samples", type=int, default=5000, help="generated images per sampler setting")
+    p.add_argument("--num-real", type=int, default=10000, help="test images for the reference statistics")
     p.add_argument("--batch", type=int, default=100, help="images per sampler call")
     p.add_argument("--bpd-images", type=int, default=100, help="test images for bits/dim (0: skip)")
     p.add_argument("--bpd-batch", type=int, default=50)
@@ -185,14 +190,15 @@ def main(argv=None) -> int:
     if args.table:
         print_table()
         return 0
-    if args.num_samples < 2 or args.batch < 1 or args.bpd_images < 0 or args.bpd_batch < 1:
-        p.error("--num-samples must be >= 2, --batch and --bpd-batch >= 1, --bpd-images >= 0")
+    if args.num_samples < 10 or args.num_real < 2 or args.batch < 1 or args.bpd_images < 0 or args.bpd_batch < 1:
+        p.error("--num-samples must be >= 10 (IS uses 10 splits), --num-real >= 2, --batch and --bpd-batch >= 1, "
+                "--bpd-images >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = default_device()
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results_dir().mkdir(parents=True, exist_ok=True)
     classifier = checkpoints.load("fashion-classifier", kind="classifier", device=device).net
-    test_stats = test_statistics(metrics.classifier_functions(classifier)[0], device)
+    test_stats = real_statistics(metrics.classifier_functions(classifier)[0], args.num_real, device)
     for sde_name in args.sdes:
         evaluate_sde(sde_name, args, classifier, test_stats, device)
     print_table()
