@@ -17,6 +17,8 @@ CHAPTER_MODULES = {
     "ch03": "ch03_score_matching",
     "ch05": "ch05_likelihood",
     "ch06": "ch06_evaluation",
+    "ch07": "ch07_conditional",
+    "ch08": "ch08_imputation",
     "ch09": "ch09_scaling",
 }
 
