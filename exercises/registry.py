@@ -15,6 +15,7 @@ CHAPTER_MODULES = {
     "ch01": "ch01_forward",
     "ch02": "ch02_reverse",
     "ch03": "ch03_score_matching",
+    "ch04": "ch04_samplers",
     "ch05": "ch05_likelihood",
     "ch06": "ch06_evaluation",
     "ch07": "ch07_conditional",
