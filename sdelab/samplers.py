@@ -394,10 +394,12 @@ def langevin_step(score_fn: ScoreFn, sde: SDE, x: Tensor, t: float, *, snr: floa
     with :math:`r` = ``snr``: the step is chosen so that the drift :math:`\epsilon s` is ``snr``
     times the injected noise :math:`\sqrt{2\epsilon} z` in norm. One NFE.
 
-    **alpha_i** (the continuous-time choice): with ``t_prev`` (the time the predictor stepped from),
-    :math:`\alpha_i = (\alpha(t)/\alpha(t_{\rm prev}))^2`, which is DDPM's :math:`1 - \beta_i` on that
-    step for VP and sub-VP (Song et al.'s VP corrector) and exactly 1 for VE (their Alg. 4);
-    without ``t_prev``, :math:`\alpha_i = 1`.
+    **alpha_i** (the continuous-time choice): with ``t_prev > t`` (the time the predictor stepped
+    from), :math:`\alpha_i = (\alpha(t_{\rm prev})/\alpha(t))^2 = \bar\alpha(t_{\rm prev})/\bar\alpha(t) \le 1`,
+    which is DDPM's :math:`1 - \beta_i` on that step for VP and sub-VP (Song et al.'s VP corrector,
+    whose code takes ``1 - beta_i`` of the discretised schedule) and exactly 1 for VE (their
+    Alg. 4); without ``t_prev``, :math:`\alpha_i = 1`. (The inverse ratio would exceed 1 and, on a
+    coarse grid, blow the step up: from T = 1 to 0.5 on VP-linear it is 1800.)
 
     **norm** says whose norms set :math:`\epsilon`:
 
@@ -423,7 +425,7 @@ def langevin_step(score_fn: ScoreFn, sde: SDE, x: Tensor, t: float, *, snr: floa
     alpha_i = 1.0
     if t_prev is not None:
         (a_t, _), (a_p, _) = _alpha_sigma(sde, t, _check_time(sde, t_prev, "t_prev"))
-        alpha_i = (a_t / a_p) ** 2
+        alpha_i = (a_p / a_t) ** 2
     s = score_fn(x, _tvec(x, t))
     z = _noise(x, generator)
     s_norm = s.reshape(x.shape[0], -1).norm(dim=1)
@@ -593,7 +595,7 @@ def predictor_corrector(score_fn: ScoreFn, sde: SDE, x_T: Tensor, *, steps: int 
     ``"euler_maruyama"``: :func:`euler_maruyama_step`; ``None``: no predictor, the corrector-only
     sampler), then ``corrector_steps`` = M Langevin steps (:func:`langevin_step`) at the new time
     :math:`t_{i+1}` with signal-to-noise ratio ``snr`` and :math:`\alpha_i =
-    (\alpha(t_{i+1})/\alpha(t_i))^2`. (Song et al.'s released code runs the corrector *before* the
+    (\alpha(t_i)/\alpha(t_{i+1}))^2 \le 1`, DDPM's :math:`1 - \beta` of the step just taken. (Song et al.'s released code runs the corrector *before* the
     predictor at each time, which ends with a predictor step instead; the paper's order ends with a
     correction at :math:`\epsilon`.) The corrector never runs at :math:`T`.
 

@@ -373,7 +373,8 @@ def test_langevin_sample_norm_bias():
 @pytest.mark.parametrize("sde_name", ["ve", "vp-cosine", "subvp-linear"])
 @pytest.mark.parametrize("norm", ["batch", "sample"])
 def test_langevin_step_size_formula(sde_name, norm):
-    # eps = 2 alpha_i (r ||z|| / ||s||)^2 with alpha_i = (alpha(t) / alpha(t_prev))^2 (1 for VE)
+    # eps = 2 alpha_i (r ||z|| / ||s||)^2 with alpha_i = (alpha(t_prev) / alpha(t))^2 = 1 - beta_i of
+    # DDPM on [t, t_prev]: < 1 for VP and sub-VP, 1 for VE
     sde = make_sde(sde_name)
     gm = ring_mixture()
     score_fn = gm.score_fn(sde)
@@ -384,8 +385,8 @@ def test_langevin_step_size_formula(sde_name, norm):
     z = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=f64)
     s = score_fn(x, t)
     a = sde.marginal_coeffs(torch.tensor([t, t_prev], dtype=f64))[0]
-    alpha_i = (a[0] / a[1]).item() ** 2
-    assert sde_name != "ve" or alpha_i == 1.0
+    alpha_i = (a[1] / a[0]).item() ** 2
+    assert alpha_i == 1.0 if sde_name == "ve" else 0.0 < alpha_i < 1.0
     sn, zn = s.norm(dim=1), z.norm(dim=1)
     if norm == "batch":
         sn, zn = sn.mean().expand(50), zn.mean().expand(50)
