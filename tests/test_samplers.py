@@ -284,8 +284,9 @@ def test_ode_samplers_encode_with_an_increasing_grid(name):
 # The floor is measured, and its tail is not Gaussian. The unbiased (U-statistic) energy distance
 # between two independent exact samples of size n is a degenerate U-statistic: n ED tends to
 # sum_j l_j (chi2_1 - 1) with mean 0 (Szekely & Rizzo). Its tail is heavy here because the ring's
-# modes are far apart, so the fluctuation of the mode counts dominates (measured over 300 null
-# pairs at n = 2000: mean + 5 sd was exceeded 3 % of the time). At a fixed variance the heaviest
+# modes are far apart, so the fluctuation of the mode counts dominates (at n = 2000, mean + 5 sd
+# of 20 null pairs was exceeded by 3 % of 300 further null pairs: 20 pairs put the sd at 0.0021,
+# 300 at 0.0039, and the 99th percentile lies 3.6 sd above the mean). At a fixed variance the heaviest
 # tail in that family is a single term, ED = b (chi2_1 - 1) with sd = b sqrt(2); its 1 - 1e-5
 # quantile, chi2_1 = 19.5, lies (19.5 - 1) / sqrt(2) = 13.1 sd above the mean. So the floor is the
 # null mean + 13.1 null sd, from 100 null pairs (the sd estimate's relative error, ~0.2 for such a
