@@ -2,11 +2,14 @@
 
     python benchmarks/guidance.py [--sdes vp-linear subvp-linear ve] [--scales 0 1 2 4 8]
                                   [--per-class 10] [--sampler euler_maruyama] [--steps 200]
-                                  [--out runs/benchmarks/guidance.json] [--threads 1]
+                                  [--out runs/benchmarks/guidance.json] [--threads 1] [--cfg]
 
 For each SDE, the shipped ScoreNet ``fashion-<sde>`` is guided by the noisy classifier
 ``fashion-tdc-<sde>`` (``sdelab.guidance.classifier_guidance``) towards each of the 10 classes,
-``--per-class`` samples per class and guidance scale. Reported per (SDE, scale):
+``--per-class`` samples per class and guidance scale. With ``--cfg``, classifier-free guidance
+instead (``sdelab.guidance.classifier_free_guidance``) with the class-conditional ScoreNet
+``fashion-cond-<sde>``: scale w there is classifier guidance at 1 + w with the implicit
+classifier. Reported per (method, SDE, scale):
 
 * ``target_accuracy``: the fraction of guided samples that the clean classifier
   ``fashion-classifier`` (independent of the guiding one) assigns to the target class;
@@ -36,7 +39,7 @@ import torch
 
 from sdelab import checkpoints, samplers
 from sdelab.data import load_fashion_mnist, to_model_range
-from sdelab.guidance import classifier_guidance
+from sdelab.guidance import classifier_free_guidance, classifier_guidance
 from sdelab.metrics import classifier_functions, feature_statistics, frechet_distance
 
 
@@ -61,6 +64,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/benchmarks/guidance.json")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--cfg", action="store_true", help="classifier-free guidance with fashion-cond-<sde>")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -73,7 +77,8 @@ def main() -> None:
         raise SystemExit(f"{out} holds results for other settings {results['settings']}; use another --out")
     results["settings"] = settings
     rows = results.setdefault("rows", [])
-    done = {(r["sde"], r["scale"]) for r in rows}
+    method = "cfg" if args.cfg else "classifier"
+    done = {(r.get("method", "classifier"), r["sde"], r["scale"]) for r in rows}
 
     clean = checkpoints.load("fashion-classifier", kind="classifier", device=device)
     features_fn, probs_fn = classifier_functions(clean.net)
@@ -89,24 +94,30 @@ def main() -> None:
     sampler = getattr(samplers, args.sampler)
     labels = torch.arange(10, device=device).repeat_interleave(args.per_class)
     for sde_name in args.sdes:
-        score = checkpoints.load(f"fashion-{sde_name}", kind="score", device=device)
-        tdc = checkpoints.load(f"fashion-tdc-{sde_name}", kind="noisy_classifier", sde=score.sde, device=device)
+        if args.cfg:
+            score = checkpoints.load(f"fashion-cond-{sde_name}", kind="score", device=device)
+        else:
+            score = checkpoints.load(f"fashion-{sde_name}", kind="score", device=device)
+            tdc = checkpoints.load(f"fashion-tdc-{sde_name}", kind="noisy_classifier", sde=score.sde, device=device)
         for scale in args.scales:
-            if (sde_name, scale) in done:
+            if (method, sde_name, scale) in done:
                 continue
             start = time.perf_counter()
             gen = torch.Generator(device=device).manual_seed(args.seed)
             images = []
             for i in range(0, n, args.batch):
                 y = labels[i:i + args.batch]
-                guided = classifier_guidance(score.score_fn(), tdc.logits_fn(), y, scale)
+                if args.cfg:
+                    guided = classifier_free_guidance(score.score_fn(y=y), score.score_fn(), scale)
+                else:
+                    guided = classifier_guidance(score.score_fn(), tdc.logits_fn(), y, scale)
                 x_T = score.sde.prior_sample((y.shape[0], 1, 28, 28), generator=gen, device=device)
                 images.append(sampler(guided, score.sde, x_T, steps=args.steps, generator=gen).x.clamp(-1, 1))
             images = torch.cat(images)
             feats = features_fn(images)
             pred = probs_fn(images).argmax(-1)
             stats = feature_statistics(feats.cpu().numpy())
-            row = {"sde": sde_name, "scale": scale, "n": n,
+            row = {"method": method, "sde": sde_name, "scale": scale, "n": n,
                    "target_accuracy": round((pred == labels).float().mean().item(), 4),
                    "fd": round(frechet_distance(stats.mu, stats.sigma, real_stats.mu, real_stats.sigma), 3),
                    "spread": round((pairwise_spread(feats, pred) / real_spread).nanmean().item(), 3),

@@ -2,6 +2,8 @@
 # Train the shipped Fashion-MNIST classifiers (issue 6), one after another, on one CPU thread:
 #   fashion-classifier          clean classifier: the feature extractor of `sdelab evaluate` (FD / IS)
 #   fashion-tdc-<sde>           time-dependent (noisy) classifiers for classifier guidance
+# and, with NAMES=fashion-cond-vp-linear, the class-conditional ScoreNet (label dropout 0.1) of
+# classifier-free guidance.
 #
 # Each is reproduced by exactly one command (also stored in its card's "command" field):
 #   sdelab train --config tools/configs/<name>.json --run-dir runs/<name> --export checkpoints/<name>
@@ -32,7 +34,7 @@ for name in $NAMES; do
   if [ "$COMMIT" = 1 ]; then
     for try in 1 2 3 4 5 6 7 8 9 10; do
       if [ ! -e .git/index.lock ] && git add "checkpoints/$name.json" "checkpoints/$name.safetensors" \
-         && git commit -q -m "Checkpoint $name: classifier on Fashion-MNIST, trained by tools/train_classifiers.sh" \
+         && git commit -q -m "Checkpoint $name: trained on Fashion-MNIST by tools/train_classifiers.sh" \
               -- "checkpoints/$name.json" "checkpoints/$name.safetensors"; then
         echo "$(date -Is) $name: committed"; break
       fi
