@@ -276,3 +276,22 @@ def test_cli_trains_and_exports_both_classifier_kinds(tmp_path):
         main(["train", "--kind", "classifier", "--class-conditional", *common])
     with pytest.raises(SystemExit, match="--kind"):
         main(["train", "--kind", "regressor", *common])
+
+
+def test_classifier_free_guidance_with_a_class_conditional_scorenet():
+    # one network, two scores: the label's and the null label's (Ho & Salimans 2022)
+    from sdelab.nets import ScoreNet, score_fn_from_net
+
+    torch.manual_seed(0)
+    sde = make_sde("vp-linear")
+    net = ScoreNet(in_channels=1, image_size=8, channels=4, ch_mult=(1, 2), num_classes=3).eval()
+    y = torch.tensor([0, 1, 2, 1])
+    cond, uncond = score_fn_from_net(net, sde, y=y), score_fn_from_net(net, sde)
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(classifier_free_guidance(cond, uncond, 0.0)(x, 0.3), cond(x, 0.3))
+        s3 = classifier_free_guidance(cond, uncond, 3.0)(x, 0.3)
+        torch.testing.assert_close(s3, 4 * cond(x, 0.3) - 3 * uncond(x, 0.3))
+    res = smp.euler_maruyama(classifier_free_guidance(cond, uncond, 2.0), sde, x, steps=3,
+                             generator=torch.Generator().manual_seed(2))
+    assert res.x.shape == x.shape and torch.isfinite(res.x).all()
