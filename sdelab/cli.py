@@ -5,6 +5,8 @@ Examples::
     sdelab train --data fashion-mnist --sde vp-linear --steps 6000 --run-dir runs/vp --export checkpoints/fashion-vp-linear
     sdelab train --config tools/configs/fashion-ve.json --steps 100      # flags override the file
     torchrun --standalone --nproc_per_node=2 -m sdelab.cli train --config cfg.json   # data-parallel
+    sdelab train --kind classifier --width 1 --steps 4000 --export checkpoints/my-classifier   # clean classifier
+    sdelab train --kind noisy_classifier --sde ve --width 1 --steps 1500 --export checkpoints/my-tdc-ve
     sdelab sample fashion-vp-linear --out samples.png --n 64 --steps 500
     sdelab likelihood fashion-vp-linear --n 1000 --batch 200              # bits/dim on test images
     sdelab evaluate fashion-vp-linear --classifier fashion-classifier --n 10000   # FD and IS
