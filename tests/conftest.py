@@ -1,7 +1,8 @@
-"""Test configuration: a fixed hypothesis profile and float64 defaults where tests ask for them."""
+"""Test configuration: a fixed hypothesis profile, and one intra-op thread for the toy-sized modules."""
 
 import os
 
+import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
@@ -12,3 +13,18 @@ settings.register_profile("explore", deadline=None, max_examples=200)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of small-tensor tests (``pytestmark = pytest.mark.usefixtures("one_thread")``).
+
+    On tensors of a few hundred entries a second thread only adds OpenMP barrier waits, and on a
+    busy 2-core machine those made toy ODE solves 20-50x slower than with one thread. The default
+    is restored for the next module. The thread count can change the last bits of a reduction,
+    never by anything near these modules' tolerances.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

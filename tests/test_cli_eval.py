@@ -15,15 +15,7 @@ from sdelab.nets import FeatureClassifier, ScoreNet
 SHAPE = (1, 8, 8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: with a second intra-op thread on a busy 2-core machine the OpenMP barriers made
-    # these solves several times slower (as in tests/test_likelihood.py). `--threads 1` in the
-    # commands below sets the same thing; restore the default for the other test modules.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -31,13 +31,7 @@ from sdelab.toy import GaussianMixture
 f64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # small tensors: intra-op threads only add barrier waits on a busy 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mixture(event_shape=None) -> GaussianMixture:

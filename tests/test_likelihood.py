@@ -34,14 +34,7 @@ from sdelab.sde import SDE_NAMES, make_sde
 from sdelab.toy import GaussianMixture, gaussian, ring_mixture
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The toy solves work on (16, 10) tensors: intra-op threads only add synchronisation, and on
-    # a busy machine OpenMP barriers made these solves ~50x slower with 2 threads than with 1.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 LINEAR_AND_VE = ("ve", "vp-linear", "subvp-linear")

@@ -28,14 +28,7 @@ from strategies import sdes, trailing_shapes
 f64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The toy problems are small tensors: on a busy 2-core machine, intra-op threads only add
-    # OpenMP barrier waits.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # name -> (function, NFE per step, fixed keyword arguments)
