@@ -296,7 +296,7 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=None, help="samples per run (default 2000; 1000 with --quick)")
     p.add_argument("--nfe", type=int, nargs="+", default=None, help="NFE budgets (default 5 10 20 50 100 200 500 1000)")
     p.add_argument("--sdes", nargs="+", default=list(SDE_NAMES), choices=SDE_NAMES)
-    p.add_argument("--out", default="runs/benchmarks/samplers", help="folder for errors.csv and errors.png")
+    p.add_argument("--out", default="benchmarks/results/samplers", help="folder for errors.csv and errors.png")
     p.add_argument("--overhead", action="store_true", help="time the samplers' overhead with a ScoreNet instead")
     p.add_argument("--overhead-batch", type=int, default=256)
     p.add_argument("--overhead-steps", type=int, default=10)
