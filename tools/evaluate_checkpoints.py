@@ -1,10 +1,11 @@
 """Evaluate the shipped Fashion-MNIST score models: FD / IS per sampler, bits/dim per SDE (issue 7).
 
 For every ``checkpoints/fashion-<sde>`` and every sampler setting below, draw ``--num-samples``
-images from the prior with a fixed seed, and score them with the project's clean classifier
-(``checkpoints/fashion-classifier``): Fréchet distance of its penultimate features against the
-whole 10 k test set (``--num-real``), and the Inception-style score of its class probabilities. Bits/dim is
-computed once per SDE on the first ``--bpd-images`` test images (uniform dequantization,
+images from the prior with a fixed seed (every sampler ends with one Tweedie denoising step, one
+more NFE, and the images are clamped to [-1, 1]), and score them with the project's clean
+classifier (``checkpoints/fashion-classifier``): Fréchet distance of its penultimate features
+against the whole 10 k test set (``--num-real``), and the Inception-style score of its class
+probabilities. Bits/dim is computed once per SDE on the first ``--bpd-images`` test images (uniform dequantization,
 PF-ODE with a Hutchinson probe, RK45 at rtol = atol = 1e-5) with its standard error.
 
 Results are **data**: ``checkpoints/results/fashion-<sde>.json``, one entry per sampler setting,
