@@ -73,6 +73,12 @@ def test_evaluation_writes_resumable_results(tmp_path, monkeypatch, capsys):
     assert tool.main(["--plot", str(tmp_path / "fd.png")]) == 0
     assert (tmp_path / "fd.png").stat().st_size > 0
 
+    # the real-data floor: training images scored against the same test statistics
+    assert tool.main(["--reference", "--num-samples", "20", "--num-real", "50"]) == 0
+    ref = json.loads((tmp_path / "results" / "fashion-reference.json").read_text())
+    assert ref["num_samples"] == 20 and ref["num_real"] == 50 and math.isfinite(ref["fd"]) and ref["fd"] >= 0
+    assert 1.0 <= ref["is"] <= 10.0
+
 
 @pytest.mark.skipif(not HAVE_FASHION, reason="needs `apt-get install dataset-fashion-mnist` (CI installs it)")
 def test_fid_entries(tmp_path, monkeypatch):

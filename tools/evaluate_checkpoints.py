@@ -188,6 +188,40 @@ def evaluate_sde(sde_name: str, args, classifier, test_stats, device, fid=None) 
             commit([path], f"Evaluation: {name} bits/dim ({len(bpd)} test images)")
 
 
+def evaluate_reference(args, classifier, test_stats, device, fid=None) -> None:
+    """The same metrics for ``--num-samples`` real *training* images: what a perfect model would get.
+
+    Written to ``results/fashion-reference.json``; it is the floor that every FD / FID above
+    should be read against (FD of two finite samples of one distribution is not zero).
+    """
+    path = results_dir() / "fashion-reference.json"
+    prev = json.loads(path.read_text()) if path.exists() else {}
+    if prev.get("num_samples", 0) >= args.num_samples and (fid is None or "fid" in prev):
+        return
+    start = time.time()
+    images = data.load_fashion_mnist("train").images[:args.num_samples]
+    features_fn, probs_fn = metrics.classifier_functions(classifier)
+    real = metrics.feature_statistics(metrics.extract_features(features_fn, images, num_samples=len(images),
+                                                               device=device))
+    is_mean, is_std = metrics.inception_score(
+        metrics.extract_features(probs_fn, images, num_samples=len(images), device=device), splits=10)
+    entry = {"what": "first training images vs the test statistics", "fd": metrics.frechet_distance(
+        test_stats.mu, test_stats.sigma, real.mu, real.sigma), "is": is_mean, "is_std": is_std,
+        "num_samples": len(images), "num_real": test_stats.num_samples}
+    if fid is not None:
+        inception_fn, inception_stats = fid
+        f = metrics.feature_statistics(metrics.extract_features(inception_fn, images, num_samples=len(images),
+                                                                device=device))
+        entry["fid"] = metrics.frechet_distance(inception_stats.mu, inception_stats.sigma, f.mu, f.sigma)
+        entry["fid_num_real"] = inception_stats.num_samples
+    entry["wall_time_s"] = time.time() - start
+    atomic_write_json(path, entry)
+    print(f"reference (real training images): FD {entry['fd']:.3f} IS {is_mean:.3f}"
+          + (f" FID {entry['fid']:.2f}" if "fid" in entry else "") + f" N {len(images)}", flush=True)
+    if args.commit:
+        commit([path], f"Evaluation: real-data reference (N={len(images)})")
+
+
 def load_results() -> dict[str, dict]:
     """``{sde name: results}`` for every SDE whose results file exists."""
     out = {}
@@ -226,7 +260,9 @@ def update_cards() -> list[Path]:
             metrics_["bits_per_dim"] = {k: res["bpd"][k] for k in ("bpd", "se", "num_images", "split", "divergence")}
         if card.get("metrics") != metrics_:
             card["metrics"] = metrics_
-            atomic_write_json(card_path, card)
+            tmp = card_path.with_suffix(".json.tmp")  # the card's own key order, as sdelab.checkpoints wrote it
+            tmp.write_text(json.dumps(card, indent=2) + "\n")
+            os.replace(tmp, card_path)
             changed.append(card_path)
             print(f"{card_path.name}: metrics updated", flush=True)
     return changed
@@ -246,6 +282,8 @@ def main(argv=None) -> int:
     p.add_argument("--commit", action="store_true", help="git-commit each results file as it changes")
     p.add_argument("--fid", action="store_true",
                    help="also compute FID with NVIDIA's Inception network (needs the fid extra)")
+    p.add_argument("--reference", action="store_true",
+                   help="only score --num-samples real training images the same way (the floor of FD / FID)")
     p.add_argument("--table", action="store_true", help="only print the results computed so far")
     p.add_argument("--update-cards", action="store_true", help="only copy the results into the checkpoint cards")
     p.add_argument("--plot", metavar="PNG", help="only draw FD against NFE per SDE from the results into PNG")
@@ -277,6 +315,9 @@ def main(argv=None) -> int:
     if args.fid:
         inception_fn = metrics.inception_features(device)  # raises ExtractorUnavailable, naming the extra
         fid = (inception_fn, real_statistics(inception_fn, args.num_real, device, extractor="inception"))
+    if args.reference:
+        evaluate_reference(args, classifier, test_stats, device, fid)
+        return 0
     for sde_name in args.sdes:
         evaluate_sde(sde_name, args, classifier, test_stats, device, fid)
     print_table()
