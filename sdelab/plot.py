@@ -113,13 +113,16 @@ def animate_2d(times: Tensor, trajectory: Tensor, lim: float = 4.0, frames: int 
     return anim
 
 
-def results_vs_nfe(results: dict, metrics: tuple[str, ...] = ("fd", "fid"), figsize=None):
+def results_vs_nfe(results: dict, metrics: tuple[str, ...] = ("fd", "fid"), reference: dict | None = None,
+                   figsize=None):
     """Sample quality against cost per SDE, plus bits/dim: the evaluation chapter's summary figure.
 
     ``results``: ``{sde name: results}`` as written by ``tools/evaluate_checkpoints.py``
     (``{"samplers": {name: {"nfe", "fd", ...}}, "bpd": {"bpd", "se"}}``). One panel per metric
     present (log-log, quality against NFE: DPM-Solver-2 settings joined by a line, the other
     samplers as single markers), and a last panel of bits/dim with one standard error.
+    ``reference``: the same metrics for real images (e.g. ``{"fd": ..., "fid": ...}``), drawn as a
+    dashed line: the value a perfect model would get at that sample size.
     """
     present = [m for m in metrics if any(m in r for res in results.values() for r in res["samplers"].values())]
     if not present:
@@ -141,6 +144,8 @@ def results_vs_nfe(results: dict, metrics: tuple[str, ...] = ("fd", "fid"), figs
             axes[-1].errorbar([i], [res["bpd"]["bpd"]], yerr=[res["bpd"]["se"]], fmt="o", color=color, capsize=4)
     for ax, m in zip(axes, present):
         ax.set(xscale="log", yscale="log", xlabel="NFE per image", ylabel=m.upper())
+        if reference and m in reference:
+            ax.axhline(reference[m], color="k", ls="--", lw=0.8, label="real images")
     for k, mk in markers.items():
         axes[0].plot([], [], mk, color="gray", mfc="none", label=k)
     axes[0].legend(fontsize=7)

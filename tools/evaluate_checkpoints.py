@@ -298,7 +298,8 @@ def main(argv=None) -> int:
         return 0
     if args.plot:
         from sdelab.plot import results_vs_nfe
-        fig = results_vs_nfe(load_results())
+        ref_path = results_dir() / "fashion-reference.json"
+        fig = results_vs_nfe(load_results(), reference=json.loads(ref_path.read_text()) if ref_path.exists() else None)
         fig.savefig(args.plot, dpi=120, bbox_inches="tight")
         print(f"wrote {args.plot}")
         return 0
