@@ -308,19 +308,15 @@ def cmd_sample(ns: argparse.Namespace) -> int:
 
     import torch
 
-    from . import checkpoints
     from .data import from_model_range
 
     try:
         from . import samplers
     except ImportError as e:
         raise SystemExit(f"sdelab sample needs sdelab.samplers, which is not available: {e}") from None
-    if ns.threads:
-        torch.set_num_threads(ns.threads)
-    device = torch.device(ns.device) if ns.device else (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
     if ns.n < 1 or ns.batch < 1 or ns.steps < 1:
         raise SystemExit("sdelab sample: --n, --batch and --steps must be >= 1")
-    ckpt = checkpoints.load(ns.checkpoint, kind="score", device=device)
+    ckpt, device = _score_checkpoint(ns)
     sampler = getattr(samplers, ns.sampler, None)
     if sampler is None or not callable(sampler):
         raise SystemExit(f"sdelab sample: unknown sampler {ns.sampler!r}")
@@ -423,9 +419,21 @@ def _add_evaluate(sub) -> None:
 def _device(name):
     import torch
 
-    if name:
-        return torch.device(name)
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    from .utils import default_device
+
+    return torch.device(name) if name else default_device()
+
+
+def _score_checkpoint(ns: argparse.Namespace):
+    """What sample / likelihood / evaluate share: ``--threads``, ``--device``, the score checkpoint."""
+    import torch
+
+    from . import checkpoints
+
+    if ns.threads:
+        torch.set_num_threads(ns.threads)
+    device = _device(ns.device)
+    return checkpoints.load(ns.checkpoint, kind="score", device=device), device
 
 
 def _eval_images(data_name: str | None, split: str, n: int, shape, seed: int = 0):
@@ -456,15 +464,11 @@ def cmd_likelihood(ns: argparse.Namespace) -> int:
 
     import torch
 
-    from . import checkpoints
     from .likelihood import bits_per_dim
 
-    if ns.threads:
-        torch.set_num_threads(ns.threads)
     if ns.n < 1 or ns.batch < 1 or ns.probes < 1:
         raise SystemExit("sdelab likelihood: --n, --batch and --probes must be >= 1")
-    device = _device(ns.device)
-    ckpt = checkpoints.load(ns.checkpoint, kind="score", device=device)
+    ckpt, device = _score_checkpoint(ns)
     ckpt.net.requires_grad_(False)  # the divergence needs d/dx only, not d/dtheta
     cfg = ckpt.net.config
     if cfg.get("num_classes"):
@@ -531,13 +535,10 @@ def cmd_evaluate(ns: argparse.Namespace) -> int:
 
     from . import checkpoints, metrics
 
-    if ns.threads:
-        torch.set_num_threads(ns.threads)
     if ns.n < 2 or ns.batch < 1 or ns.steps < 1:
         raise SystemExit("sdelab evaluate: --n must be >= 2, --batch and --steps >= 1")
-    device = _device(ns.device)
     start = time.perf_counter()
-    ckpt = checkpoints.load(ns.checkpoint, kind="score", device=device)
+    ckpt, device = _score_checkpoint(ns)
     clf = checkpoints.load(ns.classifier, kind="classifier", device=device)
     features_fn, probs_fn = metrics.classifier_functions(clf.net)
     if ns.features == "inception":
