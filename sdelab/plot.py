@@ -148,7 +148,7 @@ def results_vs_nfe(results: dict, metrics: tuple[str, ...] = ("fd", "fid"), refe
             ax.axhline(reference[m], color="k", ls="--", lw=0.8, label="real images")
     for k, mk in markers.items():
         axes[0].plot([], [], mk, color="gray", mfc="none", label=k)
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=7, loc="lower left", ncol=2)
     axes[0].set_title("DPM-Solver-2 at 10/20/50 NFE (line)")
     axes[-1].set_xticks(range(len(results)), list(results), rotation=30)
     axes[-1].set(ylabel="bits/dim (test)", title="likelihood (+- 1 SE)")
