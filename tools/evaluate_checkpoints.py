@@ -104,6 +104,28 @@ def device_name(device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
 
 
+def score_images(images, classifier, test_stats, device, fid=None) -> dict:
+    """FD and IS of ``images`` with the project's classifier, and FID when ``fid`` is given.
+
+    ``fid``: ``(Inception feature function, Inception statistics of the test images)`` or None.
+    """
+    def fd_to(real: metrics.FeatureStats, features_fn) -> float:
+        f = metrics.feature_statistics(metrics.extract_features(features_fn, images, num_samples=len(images),
+                                                                device=device))
+        return metrics.frechet_distance(real.mu, real.sigma, f.mu, f.sigma)
+
+    features_fn, probs_fn = metrics.classifier_functions(classifier)
+    is_mean, is_std = metrics.inception_score(
+        metrics.extract_features(probs_fn, images, num_samples=len(images), device=device), splits=10)
+    out = {"fd": fd_to(test_stats, features_fn), "is": is_mean, "is_std": is_std,
+           "num_samples": len(images), "num_real": test_stats.num_samples}
+    if fid is not None:
+        inception_fn, inception_stats = fid
+        out["fid"] = fd_to(inception_stats, inception_fn)
+        out["fid_num_real"] = inception_stats.num_samples
+    return out
+
+
 def draw(ckpt, sampler_name: str, n: int, batch: int, seed: int, device):
     """``n`` samples in [-1, 1] from ``ckpt`` with one sampler setting; returns (images, NFE per image)."""
     fn_name, kwargs = SAMPLERS[sampler_name]
@@ -130,7 +152,6 @@ def evaluate_sde(sde_name: str, args, classifier, test_stats, device, fid=None) 
         print(f"{name}: no checkpoint yet, skipped", flush=True)
         return
     ckpt = checkpoints.load(name, kind="score", device=device)
-    features_fn, probs_fn = metrics.classifier_functions(classifier)
     path = results_dir() / f"{name}.json"
     results = json.loads(path.read_text()) if path.exists() else {"checkpoint": name,
                                                                   "weights_sha256": ckpt.card["weights"]["sha256"],
@@ -143,25 +164,13 @@ def evaluate_sde(sde_name: str, args, classifier, test_stats, device, fid=None) 
             continue
         start = time.time()
         images, nfe = draw(ckpt, s, args.num_samples, args.batch, args.seed, device)
-        gen_stats = metrics.feature_statistics(
-            metrics.extract_features(features_fn, images, num_samples=len(images), device=device))
-        fd = metrics.frechet_distance(test_stats.mu, test_stats.sigma, gen_stats.mu, gen_stats.sigma)
-        is_mean, is_std = metrics.inception_score(
-            metrics.extract_features(probs_fn, images, num_samples=len(images), device=device), splits=10)
-        entry = {"fd": fd, "is": is_mean, "is_std": is_std, "nfe": nfe,
-                 "num_samples": len(images), "num_real": test_stats.num_samples,
-                 "seed": args.seed, "settings": SAMPLERS[s][1], "device": device_name(device)}
-        if fid is not None:
-            inception_fn, inception_stats = fid
-            fake = metrics.feature_statistics(metrics.extract_features(inception_fn, images, num_samples=len(images),
-                                                                       device=device))
-            entry["fid"] = metrics.frechet_distance(inception_stats.mu, inception_stats.sigma, fake.mu, fake.sigma)
-            entry["fid_num_real"] = inception_stats.num_samples
+        entry = score_images(images, classifier, test_stats, device, fid)
+        entry.update(nfe=nfe, seed=args.seed, settings=SAMPLERS[s][1], device=device_name(device))
         entry["wall_time_s"] = time.time() - start
         results["samplers"][s] = entry
         atomic_write_json(path, results)
         fid_s = f" FID {entry['fid']:.2f}" if "fid" in entry else ""
-        print(f"{name} {s}: FD {fd:.3f} IS {is_mean:.3f}{fid_s} NFE {nfe} N {len(images)} "
+        print(f"{name} {s}: FD {entry['fd']:.3f} IS {entry['is']:.3f}{fid_s} NFE {nfe} N {len(images)} "
               f"({time.time() - start:.0f} s)", flush=True)
         if args.commit:
             commit([path], f"Evaluation: {name} {s} (N={len(images)})")
@@ -200,23 +209,11 @@ def evaluate_reference(args, classifier, test_stats, device, fid=None) -> None:
         return
     start = time.time()
     images = data.load_fashion_mnist("train").images[:args.num_samples]
-    features_fn, probs_fn = metrics.classifier_functions(classifier)
-    real = metrics.feature_statistics(metrics.extract_features(features_fn, images, num_samples=len(images),
-                                                               device=device))
-    is_mean, is_std = metrics.inception_score(
-        metrics.extract_features(probs_fn, images, num_samples=len(images), device=device), splits=10)
-    entry = {"what": "first training images vs the test statistics", "fd": metrics.frechet_distance(
-        test_stats.mu, test_stats.sigma, real.mu, real.sigma), "is": is_mean, "is_std": is_std,
-        "num_samples": len(images), "num_real": test_stats.num_samples}
-    if fid is not None:
-        inception_fn, inception_stats = fid
-        f = metrics.feature_statistics(metrics.extract_features(inception_fn, images, num_samples=len(images),
-                                                                device=device))
-        entry["fid"] = metrics.frechet_distance(inception_stats.mu, inception_stats.sigma, f.mu, f.sigma)
-        entry["fid_num_real"] = inception_stats.num_samples
+    entry = {"what": "first training images vs the test statistics",
+             **score_images(images, classifier, test_stats, device, fid)}
     entry["wall_time_s"] = time.time() - start
     atomic_write_json(path, entry)
-    print(f"reference (real training images): FD {entry['fd']:.3f} IS {is_mean:.3f}"
+    print(f"reference (real training images): FD {entry['fd']:.3f} IS {entry['is']:.3f}"
           + (f" FID {entry['fid']:.2f}" if "fid" in entry else "") + f" N {len(images)}", flush=True)
     if args.commit:
         commit([path], f"Evaluation: real-data reference (N={len(images)})")
