@@ -35,14 +35,21 @@ def _tool():
     return mod
 
 
-@pytest.mark.skipif(not HAVE_FASHION, reason="needs `apt-get install dataset-fashion-mnist` (CI installs it)")
-def test_evaluation_writes_resumable_results(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def registry(tmp_path, monkeypatch):
+    """A temporary registry with an untrained tiny fashion-vp-linear ScoreNet and classifier; returns the score net."""
     monkeypatch.setenv("SDELAB_CHECKPOINTS", str(tmp_path))
     torch.manual_seed(0)
     score = build_net({"kind": "scorenet", "in_channels": 1, "image_size": 28, "channels": 4})
     checkpoints.save(tmp_path / "fashion-vp-linear", score, kind="score", sde=make_sde("vp-linear"))
     clf = build_net({"kind": "classifier", "in_channels": 1, "num_classes": 10, "width": 1, "depth": 1})
     checkpoints.save(tmp_path / "fashion-classifier", clf, kind="classifier")
+    return score
+
+
+@pytest.mark.skipif(not HAVE_FASHION, reason="needs `apt-get install dataset-fashion-mnist` (CI installs it)")
+def test_evaluation_writes_resumable_results(tmp_path, registry, capsys):
+    score = registry
     tool = _tool()
     argv = ["--sdes", "vp-linear", "--samplers", "dpm2-10", "--num-samples", "20", "--num-real", "50",
             "--batch", "10", "--bpd-images", "2", "--bpd-batch", "2"]
@@ -81,14 +88,8 @@ def test_evaluation_writes_resumable_results(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.skipif(not HAVE_FASHION, reason="needs `apt-get install dataset-fashion-mnist` (CI installs it)")
-def test_fid_entries(tmp_path, monkeypatch):
+def test_fid_entries(tmp_path, registry):
     """``--fid`` adds the Inception FID to each entry, or, without the optional package, says how to get it."""
-    monkeypatch.setenv("SDELAB_CHECKPOINTS", str(tmp_path))
-    torch.manual_seed(0)
-    score = build_net({"kind": "scorenet", "in_channels": 1, "image_size": 28, "channels": 4})
-    checkpoints.save(tmp_path / "fashion-vp-linear", score, kind="score", sde=make_sde("vp-linear"))
-    clf = build_net({"kind": "classifier", "in_channels": 1, "num_classes": 10, "width": 1, "depth": 1})
-    checkpoints.save(tmp_path / "fashion-classifier", clf, kind="classifier")
     tool = _tool()
     argv = ["--sdes", "vp-linear", "--samplers", "dpm2-10", "--num-samples", "10", "--num-real", "12",
             "--batch", "10", "--bpd-images", "0", "--fid"]
