@@ -42,3 +42,23 @@ def test_drawing_functions_run():
     anim = plot.animate_2d(torch.linspace(1, 0, 11), traj, frames=5)
     html = anim.to_jshtml()  # renders every frame (and keeps matplotlib from warning it never ran)
     assert html.count("data:image/png;base64") == 5, "one embedded image per requested frame"
+
+
+def test_results_vs_nfe_draws_what_the_results_hold():
+    entry = {"nfe": 11, "fd": 2.0}
+    results = {"vp-linear": {"samplers": {"dpm2-10": entry, "dpm2-20": {"nfe": 21, "fd": 1.0, "fid": 30.0},
+                                          "em-1000": {"nfe": 1001, "fd": 0.5, "fid": 20.0}},
+                             "bpd": {"bpd": 3.5, "se": 0.1}},
+               "ve": {"samplers": {"dpm2-10": entry}}}
+    fig = plot.results_vs_nfe(results, reference={"fd": 0.03, "fid": 4.0})
+    fd_ax, fid_ax, bpd_ax = fig.axes  # one panel per metric present, then bits/dim
+    assert fd_ax.get_ylabel() == "FD" and fid_ax.get_ylabel() == "FID"
+    xs = sorted(x for line in fd_ax.lines for x in np.atleast_1d(line.get_xdata()) if x > 1)
+    assert xs == [11, 11, 21, 1001]  # two DPM-2 lines (one per SDE) and the EM marker
+    assert [t.get_text() for t in bpd_ax.get_xticklabels()] == ["vp-linear", "ve"]
+    plt.close(fig)
+    only_fd = plot.results_vs_nfe({"ve": {"samplers": {"dpm2-10": entry}}})
+    assert len(only_fd.axes) == 2  # no FID anywhere: no FID panel
+    plt.close(only_fd)
+    with pytest.raises(ValueError, match="no sampler entry"):
+        plot.results_vs_nfe({"ve": {"samplers": {"dpm2-10": {"nfe": 11}}}})

@@ -19,8 +19,10 @@ file is committed by path as soon as it changes. ``--table`` prints what has bee
 
 With ``--fid`` every entry also gets the FID proper: the same Fréchet distance on the 2048-d pool
 features of NVIDIA's FID Inception network (``pip install "sdelab[fid]"``), against the same test
-images. ``--update-cards`` copies a summary of the results into each checkpoint's card
-(``"metrics"``; the weights and their sha256 are untouched) and ``--plot`` draws FD against NFE.
+images. ``--reference`` scores ``--num-samples`` real training images the same way (the floor a
+perfect model would reach), ``--update-cards`` copies a summary of the results into each
+checkpoint's card (``"metrics"``; the weights and their sha256 are untouched) and ``--plot`` draws
+FD and FID against NFE.
 
 FD depends on the sample count (its bias falls like 1/N), so only entries with the same
 ``num_samples`` are compared; the table prints N beside every FD.
