@@ -21,7 +21,7 @@ with :math:`\log\mathrm{SNR}^{1/2} = \log\alpha - \log\sigma` (:meth:`sdelab.sde
 :math:`\frac{d}{dt}[\log\alpha - \log\sigma] = -\frac{\beta}{2} - \frac{\beta e^{-B}}{2(1 - e^{-B})} = -\frac{\beta}{2\sigma^2}`.
 So drawing :math:`t` with density :math:`q(t) = w(t)/Z` is drawing :math:`\lambda_{\rm snr}` uniformly
 on :math:`[\lambda_{\rm snr}(T), \lambda_{\rm snr}(\epsilon)]` and mapping back with
-:meth:`~sdelab.sde.SDE.t_from_log_snr`, with :math:`Z = 2[\lambda_{\rm snr}(\epsilon) - \lambda_{\rm snr}(T)]`;
+:meth:`~sdelab.sde.SDE.t_from_half_log_snr`, with :math:`Z = 2[\lambda_{\rm snr}(\epsilon) - \lambda_{\rm snr}(T)]`;
 the per-sample weight becomes the constant :math:`Z/(T-\epsilon)` and the estimator stays unbiased
 for the same :math:`J`.
 
@@ -69,9 +69,9 @@ def sample_time(n: int, sde, *, importance_sampling: bool = False, generator: to
     u = torch.rand(n, generator=generator, device=device, dtype=dtype)
     if not importance_sampling:
         return sde.eps + (sde.T - sde.eps) * u
-    lam_hi, lam_lo = sde.log_snr(sde.eps), sde.log_snr(sde.T)
+    lam_hi, lam_lo = sde.half_log_snr(sde.eps), sde.half_log_snr(sde.T)
     lam = lam_lo.to(device=u.device, dtype=dtype) + (lam_hi - lam_lo).to(device=u.device, dtype=dtype) * u
-    return sde.t_from_log_snr(lam).clamp(sde.eps, sde.T)
+    return sde.t_from_half_log_snr(lam).clamp(sde.eps, sde.T)
 
 
 def likelihood_weight(sde, t: Tensor) -> Tensor:
@@ -82,7 +82,7 @@ def likelihood_weight(sde, t: Tensor) -> Tensor:
 
 def _importance_constant(sde) -> float:
     r""":math:`Z/(T-\epsilon)` with :math:`Z = \int_\epsilon^T g^2/\sigma^2\,dt = 2[\lambda(\epsilon) - \lambda(T)]`."""
-    z = 2 * (sde.log_snr(sde.eps) - sde.log_snr(sde.T)).item()
+    z = 2 * (sde.half_log_snr(sde.eps) - sde.half_log_snr(sde.T)).item()
     return z / (sde.T - sde.eps)
 
 

@@ -232,7 +232,7 @@ def _grid(sde: SDE, steps: int, kind: str, rho: float) -> list[float]:
     if kind == "uniform":
         t = torch.linspace(T, eps, steps + 1, dtype=f64)
     elif kind in ("log_snr", "edm"):
-        lam_T, lam_eps = sde.log_snr(torch.tensor([T, eps], dtype=f64)).tolist()
+        lam_T, lam_eps = sde.half_log_snr(torch.tensor([T, eps], dtype=f64)).tolist()
         if kind == "log_snr":
             lam = torch.linspace(lam_T, lam_eps, steps + 1, dtype=f64)
         else:
@@ -240,7 +240,7 @@ def _grid(sde: SDE, steps: int, kind: str, rho: float) -> list[float]:
             inv_max, inv_min = math.exp(-lam_T / rho), math.exp(-lam_eps / rho)
             sig = (inv_max + torch.linspace(0, 1, steps + 1, dtype=f64) * (inv_min - inv_max)) ** rho
             lam = -torch.log(sig)
-        t = sde.t_from_log_snr(lam)
+        t = sde.t_from_half_log_snr(lam)
     else:
         raise ValueError(f"grid must be one of {GRIDS} or a sequence of times, got {kind!r}")
     t[0], t[-1] = T, eps  # exact end points (the inverse maps round)
@@ -256,7 +256,7 @@ def time_grid(sde: SDE, steps: int, kind: str = "uniform", rho: float = 7.0,
 
     * ``"uniform"``: equal steps in :math:`t`.
     * ``"log_snr"``: equal steps in :math:`\lambda(t) = \log(\alpha(t)/\sigma(t))` (Lu et al. 2022),
-      mapped back with :meth:`~sdelab.sde.SDE.t_from_log_snr`.
+      mapped back with :meth:`~sdelab.sde.SDE.t_from_half_log_snr`.
     * ``"edm"``: Karras et al. (2022, eq. 5) in the noise level
       :math:`\hat\sigma = \sigma/\alpha = e^{-\lambda}`,
       :math:`\hat\sigma_i = \big(\hat\sigma_{\max}^{1/\rho} + \tfrac iS(\hat\sigma_{\min}^{1/\rho}
@@ -496,7 +496,7 @@ def dpm_solver_step(score_fn: ScoreFn, sde: SDE, x: Tensor, t: float, t_next: fl
     h = (math.log(a_t) - math.log(s_t)) - (math.log(a_s) - math.log(s_s))
     if order == 2:
         lam_m = math.log(a_s) - math.log(s_s) + 0.5 * h
-        t_m = min(max(sde.t_from_log_snr(torch.tensor([lam_m], dtype=torch.float64)).item(), sde.eps), sde.T)
+        t_m = min(max(sde.t_from_half_log_snr(torch.tensor([lam_m], dtype=torch.float64)).item(), sde.eps), sde.T)
         ((a_m, s_m),) = _alpha_sigma(sde, t_m)
         # -sigma_m (e^{h/2} - 1) eps_hat(x, t) = sigma_m sigma_t (e^{h/2} - 1) s(x, t)
         u = (a_m / a_s) * x + (s_m * s_s * math.expm1(0.5 * h)) * score_fn(x, _tvec(x, t))

@@ -59,8 +59,8 @@ class SDE:
         r"""``(alpha(t), sigma(t))``: mean coefficient and standard deviation of :math:`p_{0t}`."""
         raise NotImplementedError
 
-    def t_from_log_snr(self, lam: Tensor) -> Tensor:
-        r"""Inverse of :meth:`log_snr`: the time at which :math:`\log(\alpha/\sigma) = \lambda`."""
+    def t_from_half_log_snr(self, lam: Tensor) -> Tensor:
+        r"""Inverse of :meth:`half_log_snr`: the time at which :math:`\log(\alpha/\sigma) = \lambda`."""
         raise NotImplementedError
 
     @property
@@ -106,8 +106,12 @@ class SDE:
         z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         return mean + expand(sigma, x0) * z, z, sigma
 
-    def log_snr(self, t: TimeLike) -> Tensor:
-        r"""Half log signal-to-noise ratio :math:`\lambda(t) = \log\alpha(t) - \log\sigma(t)` (decreasing in t)."""
+    def half_log_snr(self, t: TimeLike) -> Tensor:
+        r"""Half the log signal-to-noise ratio, :math:`\lambda(t) = \log(\alpha(t)/\sigma(t))`.
+
+        The log-SNR is :math:`\log(\alpha^2/\sigma^2) = 2\lambda(t)`; :math:`\lambda` is the variable
+        DPM-Solver integrates in (Lu et al., 2022). Decreasing in t.
+        """
         alpha, sigma = self.marginal_coeffs(self._time(t))
         return torch.log(alpha) - torch.log(sigma)
 
@@ -212,7 +216,7 @@ class VESDE(SDE):
         std = self.sigma_min * torch.sqrt(torch.expm1(2 * t * self.sigmas.log_ratio))
         return torch.ones_like(t), std
 
-    def t_from_log_snr(self, lam):
+    def t_from_half_log_snr(self, lam):
         std = torch.exp(-lam)
         return torch.log1p((std / self.sigma_min) ** 2) / (2 * self.sigmas.log_ratio)
 
@@ -265,7 +269,7 @@ class VPSDE(_VPFamily):
         b = self.schedule.integral(self._time(t))
         return torch.exp(-0.5 * b), torch.sqrt(-torch.expm1(-b))
 
-    def t_from_log_snr(self, lam):
+    def t_from_half_log_snr(self, lam):
         # alpha^2 / sigma^2 = e^{2 lam}  <=>  B = log(1 + e^{-2 lam})
         return self.schedule.inverse_integral(torch.nn.functional.softplus(-2 * lam))
 
@@ -290,7 +294,7 @@ class SubVPSDE(_VPFamily):
         b = self.schedule.integral(self._time(t))
         return torch.exp(-0.5 * b), -torch.expm1(-b)
 
-    def t_from_log_snr(self, lam):
+    def t_from_half_log_snr(self, lam):
         # a / (1 - a^2) = e^lam with a = e^{-B/2}: the positive root of e^lam a^2 + a - e^lam = 0
         e = torch.exp(lam)
         a = 2 * e / (1 + torch.sqrt(1 + 4 * e**2))

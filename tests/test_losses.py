@@ -90,7 +90,7 @@ def test_likelihood_weight_is_minus_twice_log_snr_derivative(name):
     # g^2 / sigma^2 = -2 d/dt log(alpha / sigma): the identity behind the importance sampler.
     sde = make_sde(name)
     t = torch.linspace(max(sde.eps, 1e-3), 0.999, 50, dtype=torch.float64).requires_grad_(True)
-    lam = sde.log_snr(t)
+    lam = sde.half_log_snr(t)
     (dlam,) = torch.autograd.grad(lam.sum(), t)
     w = likelihood_weight(sde, t.detach())
     # float64 autograd of closed forms: agreement to ~1e-12 relative; 1e-9 leaves room for expm1/log1p
@@ -105,8 +105,8 @@ def test_importance_sampled_times_follow_their_density(name):
     t = sample_time(n, sde, importance_sampling=True, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     assert t.min() >= sde.eps and t.max() <= sde.T
     t, _ = torch.sort(t)
-    lam_eps, lam_T = sde.log_snr(sde.eps).double(), sde.log_snr(sde.T).double()
-    cdf = (lam_eps - sde.log_snr(t)) / (lam_eps - lam_T)
+    lam_eps, lam_T = sde.half_log_snr(sde.eps).double(), sde.half_log_snr(sde.T).double()
+    cdf = (lam_eps - sde.half_log_snr(t)) / (lam_eps - lam_T)
     emp = torch.arange(1, n + 1, dtype=torch.float64) / n
     ks = torch.maximum((emp - cdf).abs(), (emp - 1 / n - cdf).abs()).max().item()
     # Kolmogorov-Smirnov: P(sqrt(n) D_n > 1.95) = 0.001 for a continuous CDF

@@ -66,9 +66,9 @@ def test_time_grid_is_uniform_in_its_variable(sde_name, kind):
     assert t.shape == (13,) and t[0].item() == sde.T and t[-1].item() == sde.eps
     assert (t[1:] < t[:-1]).all()
     # the variable each grid is uniform in: t, lambda(t), or sigma_hat^(1/rho) = exp(-lambda/rho)
-    u = {"uniform": t, "log_snr": sde.log_snr(t), "edm": torch.exp(-sde.log_snr(t) / 7.0)}[kind]
+    u = {"uniform": t, "log_snr": sde.half_log_snr(t), "edm": torch.exp(-sde.half_log_snr(t) / 7.0)}[kind]
     d = u.diff()
-    # float64 round-off of the closed-form inverses t_from_log_snr (log1p, arccos, quadratic roots)
+    # float64 round-off of the closed-form inverses t_from_half_log_snr (log1p, arccos, quadratic roots)
     torch.testing.assert_close(d, d.mean().expand_as(d), rtol=1e-9, atol=1e-12)
 
 

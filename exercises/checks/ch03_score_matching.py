@@ -92,5 +92,5 @@ def likelihood_weight(impl):
         assert torch.allclose(out, ref, rtol=1e-10), f"{name}: w(t) = g^2 / sigma^2 differs from sdelab.losses.likelihood_weight"
         # the identity behind importance sampling: w(t) = -2 d/dt log(alpha / sigma), checked by autograd
         tt = t.clone().requires_grad_(True)
-        (dlam,) = torch.autograd.grad(sde.log_snr(tt).sum(), tt)
+        (dlam,) = torch.autograd.grad(sde.half_log_snr(tt).sum(), tt)
         assert torch.allclose(out, -2 * dlam, rtol=1e-8), f"{name}: w(t) should equal -2 d(log SNR^(1/2))/dt"
