@@ -35,7 +35,7 @@ rm -rf "$work"
 mkdir -p "$work/dist" "$work/run"
 step "building the sdist, then the wheel from it"
 "$python" -m venv "$work/build-venv"
-"$work/build-venv/bin/pip" install -q -U "setuptools>=70.1"
+"$work/build-venv/bin/pip" install -q -U "setuptools>=77"
 (cd "$repo" && "$work/build-venv/bin/python" -c \
   "import sys; from setuptools import build_meta as b; print(b.build_sdist(sys.argv[1]))" "$work/dist" \
   | tail -n 1)
