@@ -26,10 +26,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from .nets import build_net, logits_fn_from_net, score_fn_from_net
 from .sde import SDE, make_sde, sde_from_config
+from .utils import atomic_write_many
 
 __all__ = ["KINDS", "Checkpoint", "CheckpointError", "available", "load", "registry_dir", "save", "sha256_file"]
 
@@ -129,6 +132,7 @@ def _is_card(path: Path) -> bool:
 
 
 def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes (what a card's ``weights.sha256`` records)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -136,11 +140,22 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+def _nonfinite(state: dict) -> dict:
+    """``{name: count}`` of the floating tensors of ``state`` holding NaN or infinite values."""
+    bad = {}
+    for k, v in state.items():
+        if v.is_floating_point():
+            n = int((~torch.isfinite(v)).sum())
+            if n:
+                bad[k] = n
+    return bad
+
+
+def _weights_metadata(kind: str, net_config: dict, sde_config: dict | None) -> dict:
+    # One metadata key holding sorted JSON: safetensors writes its metadata dict in hash order,
+    # so several keys would give different bytes (and sha256) for the same weights.
+    what = {"format": FORMAT, "kind": kind, "net": net_config, "sde": sde_config}
+    return {"sdelab": json.dumps(what, sort_keys=True, default=float)}
 
 
 def save(path: str | os.PathLike, net: torch.nn.Module, *, kind: str = "score", sde: SDE | None = None,
@@ -158,12 +173,20 @@ def save(path: str | os.PathLike, net: torch.nn.Module, *, kind: str = "score", 
         raise TypeError(f"net must be an sdelab network with a .config dict, got {type(net).__name__}")
     if kind in ("score", "noisy_classifier") and sde is None:
         raise ValueError(f"a {kind} checkpoint needs the sde it was trained for")
+    if sde is not None and not isinstance(sde, SDE):
+        raise TypeError(f"sde must be an sdelab SDE, got {type(sde).__name__}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path (the checkpoint's stem), got {type(path).__name__}")
     stem = _stem(Path(path))
-    stem.parent.mkdir(parents=True, exist_ok=True)
     weights = stem.with_suffix(".safetensors")
     state = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
              for k, v in net.state_dict().items()}
-    _atomic_write(weights, lambda tmp: save_file(state, str(tmp), metadata={"format": FORMAT, "kind": kind}))
+    bad = _nonfinite(state)
+    if bad:
+        raise ValueError(f"refusing to save {stem}: the network holds non-finite values "
+                         f"({sum(bad.values())} in {len(bad)} tensors, e.g. {next(iter(bad))!r})")
+    sde_config = sde.config() if sde is not None else None
+    blob = safetensors_bytes(state, metadata=_weights_metadata(kind, net.config, sde_config))
     card = {
         "format": FORMAT,
         "name": stem.name,
@@ -171,7 +194,7 @@ def save(path: str | os.PathLike, net: torch.nn.Module, *, kind: str = "score", 
         "parametrisation": PARAMETRISATION if kind == "score" else None,
         "net": net.config,
         "params": sum(v.numel() for k, v in state.items() if k in dict(net.named_parameters())),
-        "sde": sde.config() if sde is not None else None,
+        "sde": sde_config,
         "data": data or {},
         "training": training or {},
         "steps": steps,
@@ -180,13 +203,28 @@ def save(path: str | os.PathLike, net: torch.nn.Module, *, kind: str = "score", 
         "metrics": metrics or {},
         "command": command,
         **extra,
-        "weights": {"file": weights.name, "sha256": sha256_file(weights), "bytes": weights.stat().st_size},
+        "weights": {"file": weights.name, "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": {"torch": torch.__version__},
     }
-    text = json.dumps(card, indent=2, default=str) + "\n"
-    _atomic_write(stem.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
+    # strict JSON: a NaN loss or metric becomes null (a bare NaN is not JSON)
+    text = json.dumps(_json_safe(card), indent=2, default=str, allow_nan=False) + "\n"
+    # both files are written before either replaces its old version: a failure (a full disk, a
+    # kill) leaves the previous export whole
+    atomic_write_many({weights: lambda tmp: Path(tmp).write_bytes(blob),
+                       stem.with_suffix(".json"): lambda tmp: Path(tmp).write_text(text)})
     return card
+
+
+def _json_safe(obj):
+    """``obj`` with non-finite floats replaced by ``None`` (strict JSON has no NaN/Infinity)."""
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
 
 
 def _stem(path: Path) -> Path:
@@ -243,12 +281,13 @@ def load(name_or_path, *, kind: str | None = None, sde: str | SDE | dict | None 
     if not isinstance(card, dict) or card.get("format") != FORMAT:
         raise CheckpointError(f"{card_path} is not an sdelab checkpoint card (format {FORMAT!r})")
     name = card.get("name", card_path.stem)
+    _check_card(card, name, card_path)
     if kind is not None and card.get("kind") != kind:
         raise CheckpointError(f"checkpoint {name!r} is a {card.get('kind')!r} model; a {kind!r} model was asked for")
     if sde is not None:
         want = make_sde(sde) if isinstance(sde, str) else sde
         want_cfg = want.config() if isinstance(want, SDE) else dict(want)
-        if _norm(card.get("sde")) != _norm(want_cfg):
+        if _sde_key(card.get("sde")) != _sde_key(want_cfg):
             raise CheckpointError(f"checkpoint {name!r} was trained for the SDE {card.get('sde')}; "
                                   f"the caller asked for {want_cfg}")
     weights = card_path.with_name(card["weights"]["file"])
@@ -265,8 +304,15 @@ def load(name_or_path, *, kind: str | None = None, sde: str | SDE | dict | None 
                                   f"{card['weights']['sha256']}: the file is corrupted or was modified; refusing it")
     try:
         state = load_file(str(weights))
+        with safe_open(str(weights), framework="pt") as f:
+            stored = f.metadata() or {}
     except Exception as e:  # safetensors raises its own error types for malformed headers
         raise CheckpointError(f"checkpoint {name!r}: {weights} is not a readable safetensors file ({e})") from None
+    _check_weights_match_card(stored, card, name)
+    bad = _nonfinite(state)
+    if bad:
+        raise CheckpointError(f"checkpoint {name!r}: {weights} holds non-finite weights ({sum(bad.values())} "
+                              f"NaN/inf values in {len(bad)} tensors, e.g. {next(iter(bad))!r}); refusing it")
     try:
         net = build_net(card["net"])
     except (TypeError, ValueError) as e:
@@ -279,8 +325,64 @@ def load(name_or_path, *, kind: str | None = None, sde: str | SDE | dict | None 
     net.eval()
     if device is not None:
         net.to(device)
-    sde_obj = sde_from_config(card["sde"]) if card.get("sde") else None
+    try:
+        sde_obj = sde_from_config(card["sde"]) if card.get("sde") else None
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {name!r}: cannot build its SDE from the card: {e}") from None
     return Checkpoint(net, sde_obj, card)
+
+
+def _check_card(card: dict, name: str, path: Path) -> None:
+    """The entries :func:`load` relies on, with their types; a clear error instead of a KeyError."""
+    weights = card.get("weights")
+    if not isinstance(weights, dict) or not isinstance(weights.get("file"), str) or (
+            not isinstance(weights.get("sha256"), str)):
+        raise CheckpointError(f"checkpoint {name!r}: the card {path} has no valid 'weights' entry "
+                              "({'file': ..., 'sha256': ..., 'bytes': ...})")
+    if os.sep in weights["file"] or "/" in weights["file"]:
+        raise CheckpointError(f"checkpoint {name!r}: weights file {weights['file']!r} must be a plain file name "
+                              "beside the card")
+    if card.get("kind") not in KINDS:
+        raise CheckpointError(f"checkpoint {name!r}: the card's kind {card.get('kind')!r} is not one of {KINDS}")
+    if not isinstance(card.get("net"), dict):
+        raise CheckpointError(f"checkpoint {name!r}: the card has no network config ('net' entry)")
+    if card.get("sde") is not None and not isinstance(card["sde"], dict):
+        raise CheckpointError(f"checkpoint {name!r}: the card's 'sde' entry must be a dict, got {card['sde']!r}")
+    if card.get("sde") is None and card["kind"] in ("score", "noisy_classifier"):
+        raise CheckpointError(f"checkpoint {name!r}: a {card['kind']} card must name its SDE ('sde' entry)")
+
+
+def _sde_key(cfg):
+    """An SDE config in a canonical form (legacy family names such as 'vp' read as their full name)."""
+    if cfg is None:
+        return None
+    try:
+        return _norm(sde_from_config(cfg).config())
+    except (TypeError, ValueError):
+        return _norm(cfg)
+
+
+def _check_weights_match_card(metadata: dict, card: dict, name: str) -> None:
+    """Refuse a card that describes other weights than the file's own record (written by :func:`save`).
+
+    Weights exported before this record existed carry none; for them only the strict load of the
+    state dict checks the network, and nothing can check the SDE.
+    """
+    if "sdelab" not in metadata:
+        return
+    try:
+        stored = json.loads(metadata["sdelab"])
+    except ValueError:
+        raise CheckpointError(f"checkpoint {name!r}: the weights' metadata is not valid JSON") from None
+    for key, norm in (("kind", lambda v: v), ("net", _norm), ("sde", _sde_key)):
+        a, b = norm(card.get(key)), norm(stored.get(key))
+        if a != b:
+            if isinstance(a, dict) and isinstance(b, dict):  # name the entries that differ
+                diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+                a, b = {k: a.get(k) for k in diff}, {k: b.get(k) for k in diff}
+            raise CheckpointError(
+                f"checkpoint {name!r}: the card says {key} {a}, but the weights were saved for {key} {b}; "
+                "the card was edited or belongs to other weights; refusing it")
 
 
 def _norm(cfg):

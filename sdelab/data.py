@@ -25,6 +25,7 @@ from __future__ import annotations
 import gzip
 import os
 import warnings
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -96,8 +97,13 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:  # truncated or not gzip at all: name the file
+        raise ValueError(f"{path} cannot be read as {'a gzipped' if opener is gzip.open else 'an'} IDX file "
+                         f"({type(e).__name__}: {e}); the file is damaged or truncated: delete it and "
+                         "reinstall or re-download the data set") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise ValueError(f"{path} is not a uint8 IDX file (header {raw[:4]!r})")
     ndim = raw[3]
