@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -111,23 +112,23 @@ def measure(kind: str, policy: str, busy: bool, args) -> dict:
     if busy:
         spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"], env=env)
         time.sleep(0.5)
+    cmd = [sys.executable, __file__, "--worker", kind, "--steps", str(steps)]
+    cmd += ["--repeats", str(args.repeats)]
     try:
         out = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--worker",
-                kind,
-                "--steps",
-                str(steps),
-                "--repeats",
-                str(args.repeats),
-            ],
+            cmd,
             env=env,
             capture_output=True,
             text=True,
             timeout=args.timeout,
         )
+    except subprocess.TimeoutExpired:  # the 20-40x case: report it rather than wait
+        return {
+            "seconds": math.inf,
+            "all": [f"> {args.timeout:.0f} s"],
+            "threads": "?",
+            "torch": "?",
+        }
     finally:
         if spinner is not None:
             spinner.kill()
@@ -173,7 +174,7 @@ def main() -> None:
                 print(
                     f"{kind:6s} policy={policy:8s} {'busy' if busy else 'idle'}: "
                     f"{r['seconds']:7.2f} s (runs {r['all']}, {r['threads']} threads, "
-                    f"torch {r['torch']})",
+                    f"torch {r['torch']}; load average {os.getloadavg()[0]:.1f})",
                     flush=True,
                 )
     print("\n| workload | wait policy | idle s | one core busy s | busy / idle |")
