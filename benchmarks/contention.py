@@ -22,8 +22,8 @@ default does not hide the difference. Workloads, timed after a warm-up inside th
 * sample: Euler-Maruyama with ``--sampler-steps`` steps from the shipped
   ``fashion-vp-linear`` model, batch 64.
 
-Prints one line per measurement, then a table of busy/idle ratios per policy and the
-idle cost of PASSIVE (its idle time over the default's), and the machine it ran on.
+Prints one line per measurement (with the load average: "idle" only means that this
+script adds no load), a table of busy/idle per policy, and default/PASSIVE per case.
 """
 
 from __future__ import annotations
@@ -177,18 +177,28 @@ def main() -> None:
                     f"torch {r['torch']}; load average {os.getloadavg()[0]:.1f})",
                     flush=True,
                 )
+
+    def fmt(s: float) -> str:
+        return f"{s:.2f}" if math.isfinite(s) else f"> {args.timeout:.0f}"
+
+    def ratio(a: float, b: float) -> str:
+        if math.isfinite(a) and math.isfinite(b):
+            return f"{a / b:.2f}x"
+        return (
+            "timed out" if not math.isfinite(b) else "> " + f"{args.timeout / b:.0f}x"
+        )
+
     print("\n| workload | wait policy | idle s | one core busy s | busy / idle |")
     print("|---|---|---|---|---|")
     for (kind, policy, busy), s in res.items():
         if not busy:
             b = res[kind, policy, True]
-            print(f"| {kind} | {policy} | {s:.2f} | {b:.2f} | {b / s:.1f}x |")
+            print(f"| {kind} | {policy} | {fmt(s)} | {fmt(b)} | {ratio(b, s)} |")
     for kind in ("train", "sample"):
-        print(
-            f"idle cost of PASSIVE, {kind}: "
-            f"{res[kind, 'PASSIVE', False] / res[kind, 'default', False]:.2f}x "
-            "(PASSIVE idle / default idle)"
-        )
+        for busy in (False, True):
+            state = "busy" if busy else "idle"
+            r = ratio(res[kind, "default", busy], res[kind, "PASSIVE", busy])
+            print(f"{kind}, {state}: default / PASSIVE = {r}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
