@@ -38,6 +38,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from . import checks
 from . import samplers as _samplers
 from .samplers import SampleResult
 from .sde import SDE
@@ -152,26 +153,18 @@ def impute(score_fn: ScoreFn, sde: SDE, y: Tensor, mask, *, steps: int | None = 
 
     Returns a :class:`sdelab.samplers.SampleResult` (``x``, ``nfe``, ``times``, ``trajectory``).
     """
-    if not callable(score_fn):
-        raise TypeError(f"score_fn must be callable as score_fn(x, t), got {type(score_fn).__name__}")
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be an sdelab.sde.SDE, got {type(sde).__name__}")
-    if not isinstance(y, Tensor) or not y.is_floating_point() or y.dim() < 1:
-        raise TypeError(f"y must be a floating-point tensor of shape (B, ...), got {type(y).__name__}")
-    if sampler not in IMPUTE_SAMPLERS:
-        raise ValueError(f"sampler must be one of {IMPUTE_SAMPLERS}, got {sampler!r}")
+    checks.callable_(score_fn, "score_fn", "score_fn(x, t)")
+    checks.sde(sde)
+    checks.tensor(y, "y", floating=True, min_ndim=1, finite=False)
+    checks.choice(sampler, "sampler", IMPUTE_SAMPLERS)
     mask = as_mask(mask, y)
-    check_finite(y[mask], "y (observed entries)")
+    checks.finite(y[mask], "y (observed entries)")
     y = torch.where(mask, y, torch.zeros((), dtype=y.dtype, device=y.device))
-    if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
-        generator = torch.Generator(device=y.device).manual_seed(int(generator))
-    elif generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
+    generator = checks.generator(generator, like=y)
     if x_T is None:
         x_T = sde.prior_sample(y.shape, generator=generator, device=y.device, dtype=y.dtype)
-    elif not isinstance(x_T, Tensor) or x_T.shape != y.shape:
-        raise ValueError(f"x_T must be a tensor shaped like y {tuple(y.shape)}, got "
-                         f"{tuple(x_T.shape) if isinstance(x_T, Tensor) else type(x_T).__name__}")
+    else:
+        checks.same_shape(checks.tensor(x_T, "x_T"), y, "x_T", "y")
     kwargs = {"corrector_steps": corrector_steps, "snr": snr, "norm": norm} if sampler == "predictor_corrector" else {}
 
     def replace(x: Tensor, t: float) -> Tensor:

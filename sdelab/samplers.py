@@ -62,15 +62,15 @@ an increasing grid (``time_grid(sde, S).flip(0)``) or ``t_span=(sde.eps, sde.T)`
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Callable, Sequence, Union
 
 import numpy as np
 import torch
 
+from . import checks
 from .sde import SDE, VESDE, VPSDE, ReverseSDE
-from .utils import ScoreFn, Tensor, check_finite, expand
+from .utils import ScoreFn, Tensor, expand
 
 __all__ = [
     "SAMPLERS",
@@ -137,54 +137,8 @@ class SampleResult:
 # ----------------------------------------------------------------------------------------------
 # Checks at the door (run once per public sampler call; the steps contain maths only)
 # ----------------------------------------------------------------------------------------------
-def _int(value, name: str, lo: int, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {lo}, got {value!r} ({type(value).__name__})")
-    if value < lo or (hi is not None and value > hi):
-        rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ValueError(f"{name} must be an integer {rng}, got {value}")
-    return int(value)
-
-
-def _real(value, name: str, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value}")
-    return value
-
-
-def _flags(**flags) -> None:
-    for name, value in flags.items():
-        if not isinstance(value, bool):
-            raise TypeError(f"{name} must be True or False, got {value!r}")
-
-
-def _generator(generator, x: Tensor) -> torch.Generator | None:
-    if generator is None or isinstance(generator, torch.Generator):
-        if generator is not None and generator.device.type != x.device.type:
-            raise ValueError(f"generator is on {generator.device} but the samples are on {x.device}; "
-                             f"create it with torch.Generator(device={str(x.device)!r})")
-        return generator
-    if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
-        return torch.Generator(device=x.device).manual_seed(int(generator))
-    raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
-
-
 def _float_time(sde: SDE, t, name: str) -> float:
-    if isinstance(t, Tensor):
-        if t.numel() != 1:
-            raise ValueError(f"{name} must be a float (one time for the whole batch), got a tensor of "
-                             f"shape {tuple(t.shape)}")
-        t = t.item()
-    if isinstance(t, bool) or not isinstance(t, numbers.Real):
-        raise TypeError(f"{name} must be a float, got {type(t).__name__}")
-    t = float(t)
-    slack = 1e-9 * sde.T
-    if not (sde.eps - slack <= t <= sde.T + slack):
-        raise ValueError(f"{name} must lie in [eps, T] = [{sde.eps:g}, {sde.T:g}], got {t!r}")
-    return min(max(t, sde.eps), sde.T)
+    return checks.time(t, name, sde.eps, sde.T)
 
 
 def _checked_score(score_fn: ScoreFn) -> ScoreFn:
@@ -206,20 +160,15 @@ def _checked_score(score_fn: ScoreFn) -> ScoreFn:
 def _door(score_fn, sde, x_T, steps, grid, rho, t_end, generator, final_denoise, return_trajectory,
           backward_only: bool, name: str = "x_T"):
     """All checks of a sampler call: returns ``(score_fn, times, generator)``."""
-    if not callable(score_fn):
-        raise TypeError(f"score_fn must be callable as score_fn(x, t), got {type(score_fn).__name__}")
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be an sdelab.sde.SDE (e.g. make_sde('vp-linear')), got {type(sde).__name__}")
-    if not isinstance(x_T, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (B, ...), got {type(x_T).__name__}")
-    if not x_T.is_floating_point():
-        raise TypeError(f"{name} must have a floating-point dtype, got {x_T.dtype}")
-    if x_T.dim() < 1 or x_T.shape[0] < 1:
+    checks.callable_(score_fn, "score_fn", "score_fn(x, t)")
+    checks.sde(sde)
+    if isinstance(x_T, Tensor) and x_T.dim() == 0:
         raise ValueError(f"{name} must have shape (B, ...) with B >= 1, got {tuple(x_T.shape)}")
-    check_finite(x_T, name)
-    _flags(final_denoise=final_denoise, return_trajectory=return_trajectory)
+    checks.tensor(x_T, name, floating=True, min_ndim=1)
+    checks.boolean(final_denoise, "final_denoise")
+    checks.boolean(return_trajectory, "return_trajectory")
     times = None if grid is None else _resolve_grid(sde, steps, grid, rho, t_end, backward_only)
-    return _checked_score(score_fn), times, _generator(generator, x_T)
+    return _checked_score(score_fn), times, checks.generator(generator, like=x_T)
 
 
 def _finite(x: Tensor, what: str) -> Tensor:
@@ -319,8 +268,8 @@ def _resolve_grid(sde: SDE, steps, grid: GridLike, rho, t_end, backward_only: bo
     if isinstance(grid, str):
         if steps is None:
             raise TypeError(f"steps is required with grid={grid!r} (an integer >= 1)")
-        steps = _int(steps, "steps", 1, MAX_STEPS)
-        rho = _real(rho, "rho", positive=True)
+        steps = checks.integer(steps, "steps", minimum=1, maximum=MAX_STEPS)
+        rho = checks.real(rho, "rho", positive=True)
         t_end = sde.eps if t_end is None else _float_time(sde, t_end, "t_end")
         if not t_end < sde.T:
             raise ValueError(f"t_end must lie in [eps, T) = [{sde.eps:g}, {sde.T:g}), got {t_end!r}")
@@ -338,7 +287,7 @@ def _resolve_grid(sde: SDE, steps, grid: GridLike, rho, t_end, backward_only: bo
         raise TypeError(f"grid must be one of {GRIDS} or a sequence of times, got {type(grid).__name__}")
     if not 2 <= len(ts) <= MAX_STEPS + 1:
         raise ValueError(f"grid must hold 2 to {MAX_STEPS + 1} times, got {len(ts)}")
-    if steps is not None and _int(steps, "steps", 1) != len(ts) - 1:
+    if steps is not None and checks.integer(steps, "steps", minimum=1) != len(ts) - 1:
         raise ValueError(f"steps={steps} does not match the grid of {len(ts)} times; pass steps=None or "
                          f"{len(ts) - 1}")
     ts = [_float_time(sde, t, "grid entry") for t in ts]
@@ -709,12 +658,10 @@ def predictor_corrector(score_fn: ScoreFn, sde: SDE, x_T: Tensor, *, steps: int 
     """
     score_fn, times, generator = _door(score_fn, sde, x_T, steps, grid, rho, t_end, generator, final_denoise,
                                        return_trajectory, backward_only=True)
-    if predictor is not None and predictor not in PREDICTORS:
-        raise ValueError(f"predictor must be one of {PREDICTORS} or None, got {predictor!r}")
-    corrector_steps = _int(corrector_steps, "corrector_steps", 0)
-    snr = _real(snr, "snr")
-    if norm not in ("batch", "sample"):
-        raise ValueError(f"norm must be 'batch' or 'sample', got {norm!r}")
+    checks.choice(predictor, "predictor", (*PREDICTORS, None))
+    corrector_steps = checks.integer(corrector_steps, "corrector_steps", minimum=0)
+    snr = checks.real(snr, "snr", nonnegative=True)
+    checks.choice(norm, "norm", ("batch", "sample"))
     if predictor is None and corrector_steps == 0:
         raise ValueError("predictor=None needs corrector_steps >= 1 (otherwise nothing moves)")
     predict = {"reverse_diffusion": reverse_diffusion_step, "euler_maruyama": euler_maruyama_step}.get(predictor)
@@ -753,8 +700,8 @@ def edm_stochastic(score_fn: ScoreFn, sde: SDE, x_T: Tensor, *, steps: int | Non
     """
     score_fn, times, generator = _door(score_fn, sde, x_T, steps, grid, rho, t_end, generator, final_denoise,
                                        return_trajectory, backward_only=True)
-    s_churn, s_tmin, s_tmax = _real(s_churn, "s_churn"), _real(s_tmin, "s_tmin"), _real(s_tmax, "s_tmax")
-    s_noise = _real(s_noise, "s_noise")
+    s_churn, s_tmin, s_tmax, s_noise = (checks.real(v, k, nonnegative=True) for k, v in (
+        ("s_churn", s_churn), ("s_tmin", s_tmin), ("s_tmax", s_tmax), ("s_noise", s_noise)))
     S = len(times) - 1
     gamma = min(s_churn / S, math.sqrt(2) - 1)
     (a_T, s_T), = _alpha_sigma(sde, sde.T)
@@ -901,9 +848,7 @@ def dpm_solver(score_fn: ScoreFn, sde: SDE, x_T: Tensor, *, steps: int | None = 
     """
     score_fn, times, _ = _door(score_fn, sde, x_T, steps, grid, rho, t_end, generator, final_denoise,
                                return_trajectory, backward_only=False)
-    order = _int(order, "order", 1)
-    if order not in (1, 2):
-        raise ValueError(f"order must be 1 or 2, got {order}")
+    order = checks.choice(checks.integer(order, "order"), "order", (1, 2))
     return _run(lambda x, t, u: dpm_solver_step(score_fn, sde, x, t, u, order=order), score_fn, sde, x_T, times,
                 order, final_denoise, return_trajectory, "dpm_solver")
 
@@ -1036,8 +981,8 @@ def dpmpp_2m(score_fn: ScoreFn, sde: SDE, x_T: Tensor, *, steps: int | None = No
     """
     score_fn, times, _ = _door(score_fn, sde, x_T, steps, grid, rho, t_end, generator, final_denoise,
                                return_trajectory, backward_only=False)
-    order = _int(order, "order", 1, 3)
-    _flags(lower_order_final=lower_order_final)
+    order = checks.integer(order, "order", minimum=1, maximum=3)
+    checks.boolean(lower_order_final, "lower_order_final")
     step = _multistep(score_fn, sde, times, order, lower_order_final, corrector=False)
     return _run(step, score_fn, sde, x_T, times, 1, final_denoise, return_trajectory, f"dpmpp_{order}m")
 
@@ -1086,8 +1031,8 @@ def unipc(score_fn: ScoreFn, sde: SDE, x_T: Tensor, *, steps: int | None = None,
     """
     score_fn, times, _ = _door(score_fn, sde, x_T, steps, grid, rho, t_end, generator, final_denoise,
                                return_trajectory, backward_only=False)
-    order = _int(order, "order", 1, 3)
-    _flags(lower_order_final=lower_order_final)
+    order = checks.integer(order, "order", minimum=1, maximum=3)
+    checks.boolean(lower_order_final, "lower_order_final")
     step = _multistep(score_fn, sde, times, order, lower_order_final, corrector=True)
     return _run(step, score_fn, sde, x_T, times, 1, final_denoise, return_trajectory, "unipc")
 
@@ -1169,9 +1114,8 @@ def probability_flow_rk45(score_fn: ScoreFn, sde: SDE, x_T: Tensor, *, rtol: flo
                            backward_only=False)
     if t_span is not None and (not isinstance(t_span, (tuple, list)) or len(t_span) != 2):
         raise ValueError(f"t_span must be a pair (t_start, t_end), got {t_span!r}")
-    rtol, atol = _real(rtol, "rtol", positive=True), _real(atol, "atol", positive=True)
-    if method not in ("RK45", "RK23", "DOP853"):
-        raise ValueError(f"method must be an explicit solve_ivp method: 'RK45', 'RK23' or 'DOP853'; got {method!r}")
+    rtol, atol = checks.real(rtol, "rtol", positive=True), checks.real(atol, "atol", positive=True)
+    checks.choice(method, "method", ("RK45", "RK23", "DOP853"))
     if t_span is None:
         t0 = sde.T
         t1 = sde.eps if t_end is None else _float_time(sde, t_end, "t_end")
