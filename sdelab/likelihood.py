@@ -68,9 +68,10 @@ from typing import Callable
 import numpy as np
 import torch
 
+from . import checks
 from .samplers import solve_probability_flow
 from .sde import SDE, ReverseSDE
-from .utils import ScoreFn, Tensor, check_finite
+from .utils import ScoreFn, Tensor
 
 __all__ = [
     "BitsPerDimResult",
@@ -239,6 +240,7 @@ def log_likelihood(
     dtype: torch.dtype | None = None,
     method: str = "RK45",
     prior_logp: Callable[[Tensor], Tensor] | None = None,
+    data_range: tuple[float, float] | None = None,
 ) -> LikelihoodResult:
     r""":math:`\log p_{t_0}(x)` by the probability-flow ODE and the instantaneous change of variables.
 
@@ -262,7 +264,7 @@ def log_likelihood(
         rtol, atol: tolerances of the adaptive solver (on ``x`` and on :math:`\delta` alike).
         t0: start time, ``0 <= t0 < sde.T``. A network is only reliable down to the smallest
             time it was trained on.
-        generator: source of the Hutchinson probes.
+        generator: source of the Hutchinson probes (a ``torch.Generator`` or an int seed).
         dtype: dtype in which ``score_fn`` is evaluated (default: ``x``'s floating dtype, so a
             float32 network gets float32). The solver's state and :math:`\delta` are float64.
         method: any ``scipy.integrate.solve_ivp`` method (``"RK45"``, ``"DOP853"``, ...).
@@ -270,33 +272,31 @@ def log_likelihood(
             :meth:`~sdelab.sde.SDE.prior_logp` (:math:`\mathcal N(0, \sigma_T^2 I)`), e.g. a toy's
             exact :math:`\log p_T`, which removes the prior mismatch (float64 ``x_T``).
 
+        data_range: if given, ``(lo, hi)`` that every entry of ``x`` must lie in (the model's
+            range, e.g. ``(-1, 1)``): images in [0, 255] or [0, 1] are refused before the solve.
+
     A NaN/Inf score stops the solve with ``ValueError`` (no hang in scipy); the ODE is solved
     piecewise between the schedule's kinks (:func:`sdelab.samplers.solve_probability_flow`).
 
     Returns:
         A :class:`LikelihoodResult` with ``logp``, ``prior_logp``, ``delta_logp``, ``x_T``, ``nfe``.
     """
-    if not callable(score_fn):
-        raise TypeError(f"score_fn must be callable as score_fn(x, t), got {type(score_fn).__name__}")
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be an sdelab SDE, got {type(sde).__name__}")
-    if not isinstance(x, Tensor) or x.dim() < 2:
-        raise ValueError(f"x must be a tensor of shape (B, ...) with at least 2 dims, got "
-                         f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
-    if divergence not in DIVERGENCES:
-        raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
-    if prior_logp is not None and not callable(prior_logp):
-        raise TypeError(f"prior_logp must be callable as prior_logp(x_T) -> (B,), got {type(prior_logp).__name__}")
-    for name, tol in (("rtol", rtol), ("atol", atol)):
-        if not (isinstance(tol, (int, float)) and tol > 0):
-            raise ValueError(f"{name} must be a positive number, got {tol!r}")
-    t0 = float(sde.eps if t0 is None else t0)
+    checks.callable_(score_fn, "score_fn", "score_fn(x, t)")
+    checks.sde(sde)
+    checks.tensor(x, "x", min_ndim=2)
+    if data_range is not None:
+        lo, hi = (checks.real(v, "data_range") for v in data_range)
+        checks.in_range(x, "x", lo, hi, hint="map the data to the model's range first (e.g. [0, 255] -> [-1, 1])")
+    checks.choice(divergence, "divergence", DIVERGENCES)
+    if prior_logp is not None:
+        checks.callable_(prior_logp, "prior_logp", "prior_logp(x_T) -> (B,)")
+    rtol, atol = checks.real(rtol, "rtol", positive=True), checks.real(atol, "atol", positive=True)
     t1 = float(sde.T)
-    if not (0.0 <= t0 < t1):
-        raise ValueError(f"t0 must satisfy 0 <= t0 < T = {t1}; got t0={t0}")
+    t0 = checks.real(sde.eps if t0 is None else t0, "t0", lo=0.0, hi=t1, hi_open=True)
+    generator = checks.generator(generator, like=x)
     if dtype is None:
         dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
-    x = check_finite(x.detach().to(dtype), "x")
+    x = x.detach().to(dtype)
     shape, device, batch = x.shape, x.device, x.shape[0]
     d = x[0].numel()
     n_x = x.numel()
@@ -418,6 +418,7 @@ def bits_per_dim(
     ``generator`` draws the dequantization noise first, then the Hutchinson probes. One
     dequantization draw per image; average several calls for a lower-variance estimate.
     """
+    generator = checks.generator(generator, like=images if isinstance(images, Tensor) else None)
     y = dequantize_uniform(images, levels=levels, model_range=model_range, generator=generator, dtype=dtype)
     res = log_likelihood(score_fn, sde, y, generator=generator, **ode_kwargs)
     bpd = bpd_from_logp(res.logp, y[0].numel(), model_range=model_range, levels=levels)

@@ -419,3 +419,18 @@ def test_non_finite_score_and_bad_prior_give_clear_errors():
         log_likelihood(PRIOR_MIX.score_fn(sde), sde, x, prior_logp=lambda z: z)
     with pytest.raises(TypeError, match="prior_logp must be callable"):
         log_likelihood(PRIOR_MIX.score_fn(sde), sde, x, prior_logp=1.0)
+
+
+def test_data_range_refuses_unscaled_images_and_int_seeds_work():
+    sde = make_sde("vp-linear")
+    model = gaussian(torch.zeros(4), torch.eye(4), event_shape=(1, 2, 2))
+    pixels = torch.randint(0, 256, (3, 1, 2, 2), generator=torch.Generator().manual_seed(0)).double()
+    with pytest.raises(ValueError, match=r"x must lie in \[-1, 1\], got values in \[.*map the data"):
+        log_likelihood(model.score_fn(sde), sde, pixels, data_range=(-1, 1))
+    with pytest.raises(TypeError, match="images must be an integer tensor"):
+        bits_per_dim(model.score_fn(sde), sde, pixels)
+    x = pixels / 127.5 - 1
+    kw = {"divergence": "hutchinson", "rtol": 1e-3, "atol": 1e-3, "data_range": (-1, 1)}
+    a = log_likelihood(model.score_fn(sde), sde, x, generator=3, **kw)
+    b = log_likelihood(model.score_fn(sde), sde, x, generator=torch.Generator().manual_seed(3), **kw)
+    assert torch.equal(a.logp, b.logp)
