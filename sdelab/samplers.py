@@ -77,6 +77,7 @@ __all__ = [
     "GRIDS",
     "PREDICTORS",
     "MAX_STEPS",
+    "LOWER_ORDER_FINAL_BELOW",
     "SampleResult",
     "time_grid",
     "denoise",
@@ -107,6 +108,14 @@ __all__ = [
 
 GRIDS = ("uniform", "log_snr", "edm")
 PREDICTORS = ("reverse_diffusion", "euler_maruyama")
+LOWER_ORDER_FINAL_BELOW = 25
+"""Multistep samplers with ``lower_order_final`` lower their order on the last steps when S is below this.
+
+The reference code uses 10 (dpm-solver) or 15 (diffusers). Measured on the ring mixture with exact
+scores: on the time-uniform grid, whose last step is several times longer in lambda than the one
+before, 3M at 20 steps had path error 0.95 (VP-linear) and 1.6 (sub-VP-linear) with 15, and
+0.05 and 0.15 with 25; on the log-SNR grid the choice changed nothing at 20 steps.
+"""
 MAX_STEPS = 1_000_000
 """Largest ``steps`` accepted: the grid is held in memory (8 MB at this size)."""
 
@@ -864,8 +873,8 @@ def _multistep(score_fn: ScoreFn, sde: SDE, times: list[float], order: int, lowe
               e^{\lambda}D(\lambda)\,d\lambda
 
     (Lu et al. 2022b eq. 9). Warm start: the order is at most the number of predictions held
-    (1 on the first step, 2 on the second), and with ``lower_order_final`` and fewer than 10
-    steps it also falls to the number of steps left (the reference code's choice for few steps).
+    (1 on the first step, 2 on the second), and with ``lower_order_final`` and fewer than
+    :data:`LOWER_ORDER_FINAL_BELOW` steps it also falls to the number of steps left.
     """
     coef = _alpha_sigma(sde, *times)
     lam = [math.log(a) - math.log(s) for a, s in coef]
@@ -884,7 +893,7 @@ def _multistep(score_fn: ScoreFn, sde: SDE, times: list[float], order: int, lowe
         hist.append(D)
         del hist[:-order]
         k = min(order, len(hist))
-        if lower_order_final and S < 10:
+        if lower_order_final and S < LOWER_ORDER_FINAL_BELOW:
             k = min(k, S - i)
         (_, s), (a_n, s_n) = coef[i], coef[i + 1]
         h = lam[i + 1] - lam[i]
@@ -958,7 +967,7 @@ def _unipc_terms(hist, lam, i, h, k, a_n, phi1, D_next, predictor: bool):
 
 
 @_doc("""        order: 2 or 3, the multistep order.
-        lower_order_final: lower the order on the last steps when S < 10 (stabler at few steps).
+        lower_order_final: lower the order on the last steps when S < 25 (stabler at few steps).
 """)
 @torch.no_grad()
 def dpmpp_2m(score_fn: ScoreFn, sde: SDE, x_T: Tensor, *, steps: int | None = None, grid: GridLike = "log_snr",
@@ -987,7 +996,7 @@ def dpmpp_2m(score_fn: ScoreFn, sde: SDE, x_T: Tensor, *, steps: int | None = No
     return _run(step, score_fn, sde, x_T, times, 1, final_denoise, return_trajectory, f"dpmpp_{order}m")
 
 
-@_doc("""        lower_order_final: lower the order on the last steps when S < 10 (stabler at few steps).
+@_doc("""        lower_order_final: lower the order on the last steps when S < 25 (stabler at few steps).
 """)
 @torch.no_grad()
 def dpmpp_3m(score_fn: ScoreFn, sde: SDE, x_T: Tensor, *, steps: int | None = None, grid: GridLike = "log_snr",
@@ -1013,7 +1022,7 @@ def dpmpp_3m(score_fn: ScoreFn, sde: SDE, x_T: Tensor, *, steps: int | None = No
 
 
 @_doc("""        order: the predictor's order p (1 to 3); with the corrector the method has order p + 1.
-        lower_order_final: lower the order on the last steps when S < 10 (stabler at few steps).
+        lower_order_final: lower the order on the last steps when S < 25 (stabler at few steps).
 """)
 @torch.no_grad()
 def unipc(score_fn: ScoreFn, sde: SDE, x_T: Tensor, *, steps: int | None = None, grid: GridLike = "log_snr",

@@ -673,9 +673,9 @@ def test_multistep_warm_start_and_lower_order_final(name):
         two = smp.dpmpp_2m(score_fn, sde, x_T, steps=12, return_trajectory=True)
         torch.testing.assert_close(res.trajectory[2], two.trajectory[2], rtol=1e-12, atol=1e-12)
         assert not torch.allclose(res.trajectory[3], two.trajectory[3])
-    # with fewer than 10 steps the last step is order 1 (for DPM-Solver++: DDIM from the state
+    # with fewer than LOWER_ORDER_FINAL_BELOW steps the last step is order 1 (for DPM-Solver++: DDIM from the state
     # before it; UniPC's uses the prediction evaluated before its last correction); with
-    # lower_order_final=False it is not; from 10 steps on the flag changes nothing
+    # lower_order_final=False it is not; from LOWER_ORDER_FINAL_BELOW steps on the flag changes nothing
     few = {lof: fn(score_fn, sde, x_T, steps=6, return_trajectory=True, lower_order_final=lof, **fixed)
            for lof in (True, False)}
     assert not torch.allclose(few[True].x, few[False].x)
@@ -685,7 +685,8 @@ def test_multistep_warm_start_and_lower_order_final(name):
             t = res.times.tolist()
             last = smp.euler_step(score_fn, sde, res.trajectory[-2], t[-2], t[-1])
             assert torch.allclose(res.x, last, rtol=1e-12, atol=1e-12) == lof
-    many = [fn(score_fn, sde, x_T, steps=10, lower_order_final=lof, **fixed).x for lof in (True, False)]
+    many = [fn(score_fn, sde, x_T, steps=smp.LOWER_ORDER_FINAL_BELOW, lower_order_final=lof, **fixed).x
+            for lof in (True, False)]
     assert torch.equal(many[0], many[1])
 
 
