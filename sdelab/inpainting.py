@@ -32,7 +32,6 @@ isotropic, so the perturbed densities transform with :math:`M` and the score in 
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Sequence
 
 import numpy as np
@@ -42,7 +41,7 @@ from . import checks
 from . import samplers as _samplers
 from .samplers import SampleResult
 from .sde import SDE
-from .utils import ScoreFn, Tensor, check_finite
+from .utils import ScoreFn, Tensor
 
 __all__ = [
     "IMPUTE_SAMPLERS",
