@@ -86,15 +86,25 @@ class Interpolant:
 
 def linear_interpolant() -> Interpolant:
     r""":math:`\alpha = 1 - t`, :math:`\sigma = t`: rectified flow (Liu et al. 2023), the OT path of Lipman et al. (2023)."""
-    return Interpolant("linear", lambda t: 1 - t, lambda t: t,
-                       lambda t: -torch.ones_like(t), lambda t: torch.ones_like(t))
+    return Interpolant(
+        "linear",
+        lambda t: 1 - t,
+        lambda t: t,
+        lambda t: -torch.ones_like(t),
+        lambda t: torch.ones_like(t),
+    )
 
 
 def trig_interpolant() -> Interpolant:
     r""":math:`\alpha = \cos\frac{\pi t}2`, :math:`\sigma = \sin\frac{\pi t}2` (Albergo & Vanden-Eijnden 2023): :math:`\alpha^2 + \sigma^2 = 1`."""
     h = 0.5 * math.pi
-    return Interpolant("trig", lambda t: torch.cos(h * t), lambda t: torch.sin(h * t),
-                       lambda t: -h * torch.sin(h * t), lambda t: h * torch.cos(h * t))
+    return Interpolant(
+        "trig",
+        lambda t: torch.cos(h * t),
+        lambda t: torch.sin(h * t),
+        lambda t: -h * torch.sin(h * t),
+        lambda t: h * torch.cos(h * t),
+    )
 
 
 def interpolant_from_sde(sde: SDE) -> Interpolant:
@@ -113,13 +123,20 @@ def interpolant_from_sde(sde: SDE) -> Interpolant:
         s = sde.marginal_coeffs(t)[1]
         return (sde.drift_coeff(t) * s**2 + 0.5 * sde.diffusion_coeff(t) ** 2) / s
 
-    return Interpolant(sde.name, lambda t: sde.marginal_coeffs(t)[0],
-                       lambda t: sde.marginal_coeffs(t)[1], d_alpha, d_sigma)
+    return Interpolant(
+        sde.name,
+        lambda t: sde.marginal_coeffs(t)[0],
+        lambda t: sde.marginal_coeffs(t)[1],
+        d_alpha,
+        d_sigma,
+    )
 
 
 def _check_path(path) -> None:
     if not isinstance(path, Interpolant):
-        raise TypeError(f"path must be an sdelab.flow.Interpolant, got {type(path).__name__}")
+        raise TypeError(
+            f"path must be an sdelab.flow.Interpolant, got {type(path).__name__}"
+        )
 
 
 def _t(t: TimeLike, x: Tensor) -> Tensor:
@@ -133,23 +150,36 @@ def interpolate(path: Interpolant, x0: Tensor, x1: Tensor, t: TimeLike) -> Tenso
     r""":math:`x_t = \alpha(t)x_0 + \sigma(t)x_1` for data ``x0`` and noise ``x1`` of the same shape."""
     _check_path(path)
     if x0.shape != x1.shape:
-        raise ValueError(f"x1 must have the shape of x0 {tuple(x0.shape)}, got {tuple(x1.shape)}")
+        raise ValueError(
+            f"x1 must have the shape of x0 {tuple(x0.shape)}, got {tuple(x1.shape)}"
+        )
     t = _t(t, x0)
     return expand(path.alpha(t), x0) * x0 + expand(path.sigma(t), x0) * x1
 
 
-def conditional_velocity(path: Interpolant, x0: Tensor, x1: Tensor, t: TimeLike) -> Tensor:
+def conditional_velocity(
+    path: Interpolant, x0: Tensor, x1: Tensor, t: TimeLike
+) -> Tensor:
     r""":math:`u_t = \dot\alpha(t)x_0 + \dot\sigma(t)x_1 = \frac{d}{dt}x_t`, the regression target of flow matching."""
     _check_path(path)
     if x0.shape != x1.shape:
-        raise ValueError(f"x1 must have the shape of x0 {tuple(x0.shape)}, got {tuple(x1.shape)}")
+        raise ValueError(
+            f"x1 must have the shape of x0 {tuple(x0.shape)}, got {tuple(x1.shape)}"
+        )
     t = _t(t, x0)
     return expand(path.d_alpha(t), x0) * x0 + expand(path.d_sigma(t), x0) * x1
 
 
-def flow_matching_loss(velocity_fn: VelocityFn, path: Interpolant, x0: Tensor, *,
-                       generator: torch.Generator | None = None, t: Tensor | None = None,
-                       x1: Tensor | None = None, reduction: str = "mean") -> Tensor:
+def flow_matching_loss(
+    velocity_fn: VelocityFn,
+    path: Interpolant,
+    x0: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    t: Tensor | None = None,
+    x1: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
     r"""Conditional flow matching (Lipman et al. 2023, eq. 9; Liu et al. 2023, eq. 1).
 
     .. math:: L(\theta) = \mathbb E_{t\sim\mathcal U[0,1],\,x_0,\,x_1}\ \tfrac1D
@@ -165,12 +195,21 @@ def flow_matching_loss(velocity_fn: VelocityFn, path: Interpolant, x0: Tensor, *
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     check_finite(x0, "x0")
     if t is None:
-        t = torch.rand(x0.shape[0], generator=generator, device=x0.device, dtype=x0.dtype)
+        t = torch.rand(
+            x0.shape[0], generator=generator, device=x0.device, dtype=x0.dtype
+        )
     t = _t(t, x0)
     if x1 is None:
-        x1 = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        x1 = torch.randn(
+            x0.shape, generator=generator, device=x0.device, dtype=x0.dtype
+        )
     target = conditional_velocity(path, x0, x1, t)
-    err = (velocity_fn(interpolate(path, x0, x1, t), t) - target).flatten(1).pow(2).mean(1)
+    err = (
+        (velocity_fn(interpolate(path, x0, x1, t), t) - target)
+        .flatten(1)
+        .pow(2)
+        .mean(1)
+    )
     return err.mean() if reduction == "mean" else err
 
 
@@ -201,7 +240,9 @@ def score_fn_from_velocity(velocity_fn: VelocityFn, path: Interpolant) -> ScoreF
     """
     _check_path(path)
     if not callable(velocity_fn):
-        raise TypeError(f"velocity_fn must be callable as v(x, t), got {type(velocity_fn).__name__}")
+        raise TypeError(
+            f"velocity_fn must be callable as v(x, t), got {type(velocity_fn).__name__}"
+        )
 
     def score_fn(x: Tensor, t: TimeLike) -> Tensor:
         t = batch_time(t, x)
@@ -248,7 +289,9 @@ class InterpolantSDE(SDE):
         lo, hi = torch.zeros_like(lam), torch.full_like(lam, self.T)
         for _ in range(60):  # 2^-60 of [0, T]: below float64 resolution
             mid = 0.5 * (lo + hi)
-            above = torch.log(self.path.alpha(mid)) - torch.log(self.path.sigma(mid)) > lam
+            above = (
+                torch.log(self.path.alpha(mid)) - torch.log(self.path.sigma(mid)) > lam
+            )
             lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
         return 0.5 * (lo + hi)
 
@@ -278,10 +321,17 @@ def mixture_velocity(mixture, path: Interpolant) -> VelocityFn:
         xf = x.reshape(x.shape[0], -1).to(mixture.means.dtype)
         a, s, da, ds = path.coeffs(t)
         eye = torch.eye(mixture.dim, dtype=xf.dtype, device=xf.device)
-        cov = a[:, None, None, None] ** 2 * mixture.covs + (s**2)[:, None, None, None] * eye
+        cov = (
+            a[:, None, None, None] ** 2 * mixture.covs
+            + (s**2)[:, None, None, None] * eye
+        )
         diff = xf[:, None, :] - a[:, None, None] * mixture.means  # (B, K, d)
-        sol = torch.linalg.solve(cov, diff.unsqueeze(-1)).squeeze(-1)  # C_k^{-1}(x - a mu_k)
-        e_x0 = mixture.means + a[:, None, None] * torch.einsum("kij,bkj->bki", mixture.covs, sol)
+        sol = torch.linalg.solve(cov, diff.unsqueeze(-1)).squeeze(
+            -1
+        )  # C_k^{-1}(x - a mu_k)
+        e_x0 = mixture.means + a[:, None, None] * torch.einsum(
+            "kij,bkj->bki", mixture.covs, sol
+        )
         e_x1 = s[:, None, None] * sol
         u = da[:, None, None] * e_x0 + ds[:, None, None] * e_x1
         log_n = -0.5 * (diff * sol).sum(-1) - 0.5 * torch.linalg.slogdet(cov)[1]

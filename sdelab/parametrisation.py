@@ -79,10 +79,14 @@ def _as_batch(v, x: Tensor, name: str) -> Tensor:
     """A float or ``(B,)`` coefficient as a tensor broadcastable against ``x``."""
     if isinstance(v, Tensor) and v.dim() == 1:
         if v.shape[0] != x.shape[0]:
-            raise ValueError(f"{name} must be a float or have shape ({x.shape[0]},), got {tuple(v.shape)}")
+            raise ValueError(
+                f"{name} must be a float or have shape ({x.shape[0]},), got {tuple(v.shape)}"
+            )
         return expand(v.to(x.dtype), x)
     if isinstance(v, Tensor) and v.dim() != 0:
-        raise ValueError(f"{name} must be a float or a (B,) tensor, got shape {tuple(v.shape)}")
+        raise ValueError(
+            f"{name} must be a float or a (B,) tensor, got shape {tuple(v.shape)}"
+        )
     return torch.as_tensor(v, dtype=x.dtype, device=x.device)
 
 
@@ -105,7 +109,9 @@ def _from_eps(eps: Tensor, x: Tensor, a: Tensor, s: Tensor, target: str) -> Tens
     return x0 if target == "x0" else a * eps - s * x0
 
 
-def convert(pred: Tensor, x: Tensor, alpha, sigma, *, source: str, target: str) -> Tensor:
+def convert(
+    pred: Tensor, x: Tensor, alpha, sigma, *, source: str, target: str
+) -> Tensor:
     r"""Turn a prediction of ``source`` at :math:`x_t` into the equivalent prediction of ``target``.
 
     ``source`` and ``target`` are names in :data:`TARGETS` (``"eps"``, ``"x0"``, ``"v"``,
@@ -116,7 +122,9 @@ def convert(pred: Tensor, x: Tensor, alpha, sigma, *, source: str, target: str) 
     _check_target(source, "source")
     _check_target(target, "target")
     if pred.shape != x.shape:
-        raise ValueError(f"pred must have the shape of x {tuple(x.shape)}, got {tuple(pred.shape)}")
+        raise ValueError(
+            f"pred must have the shape of x {tuple(x.shape)}, got {tuple(pred.shape)}"
+        )
     a, s = _as_batch(alpha, x, "alpha"), _as_batch(sigma, x, "sigma")
     return _from_eps(_to_eps(pred, x, a, s, source), x, a, s, target)
 
@@ -127,7 +135,9 @@ def _coeffs(sde, x: Tensor, t: TimeLike) -> tuple[Tensor, Tensor, Tensor]:
     return t, expand(alpha.to(x.dtype), x), expand(sigma.to(x.dtype), x)
 
 
-def prediction_fn(score_fn: ScoreFn, sde, target: str) -> Callable[[Tensor, TimeLike], Tensor]:
+def prediction_fn(
+    score_fn: ScoreFn, sde, target: str
+) -> Callable[[Tensor, TimeLike], Tensor]:
     r"""``fn(x, t)``: the ``target`` prediction (``"eps"``, ``"x0"``, ``"v"``) implied by a score.
 
     For the exact score of a distribution this is the exact minimiser of the squared-error loss
@@ -136,7 +146,9 @@ def prediction_fn(score_fn: ScoreFn, sde, target: str) -> Callable[[Tensor, Time
     """
     _check_target(target, "target")
     if not callable(score_fn):
-        raise TypeError(f"score_fn must be callable as score_fn(x, t), got {type(score_fn).__name__}")
+        raise TypeError(
+            f"score_fn must be callable as score_fn(x, t), got {type(score_fn).__name__}"
+        )
 
     def fn(x: Tensor, t: TimeLike) -> Tensor:
         t, a, s = _coeffs(sde, x, t)
@@ -145,14 +157,18 @@ def prediction_fn(score_fn: ScoreFn, sde, target: str) -> Callable[[Tensor, Time
     return fn
 
 
-def score_fn_from_prediction(pred_fn: Callable[[Tensor, Tensor], Tensor], sde, source: str) -> ScoreFn:
+def score_fn_from_prediction(
+    pred_fn: Callable[[Tensor, Tensor], Tensor], sde, source: str
+) -> ScoreFn:
     r"""``score_fn(x, t)`` from a network that predicts ``source`` (``"eps"``, ``"x0"``, ``"v"``).
 
     The returned function is what every sampler and :func:`sdelab.likelihood.log_likelihood` take.
     """
     _check_target(source, "source")
     if not callable(pred_fn):
-        raise TypeError(f"pred_fn must be callable as pred_fn(x, t), got {type(pred_fn).__name__}")
+        raise TypeError(
+            f"pred_fn must be callable as pred_fn(x, t), got {type(pred_fn).__name__}"
+        )
 
     def score_fn(x: Tensor, t: TimeLike) -> Tensor:
         t, a, s = _coeffs(sde, x, t)
@@ -183,12 +199,18 @@ def x0_loss_weight(target: str, alpha, sigma):
 # EDM preconditioning (Karras et al. 2022)
 # ----------------------------------------------------------------------------------------------
 def _check_sigma_data(sigma_data) -> float:
-    if isinstance(sigma_data, bool) or not isinstance(sigma_data, (int, float)) or not sigma_data > 0:
+    if (
+        isinstance(sigma_data, bool)
+        or not isinstance(sigma_data, (int, float))
+        or not sigma_data > 0
+    ):
         raise ValueError(f"sigma_data must be a positive number, got {sigma_data!r}")
     return float(sigma_data)
 
 
-def edm_scalings(sigma: Tensor, sigma_data: float = 0.5) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def edm_scalings(
+    sigma: Tensor, sigma_data: float = 0.5
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     r"""``(c_skip, c_out, c_in, c_noise)`` of Karras et al. (2022), Table 1, at noise level ``sigma``.
 
     .. math::
@@ -213,7 +235,9 @@ def edm_loss_weight(sigma: Tensor, sigma_data: float = 0.5) -> Tensor:
     return (sigma**2 + sd**2) / (sigma * sd) ** 2
 
 
-def edm_denoiser(net: Callable[[Tensor, Tensor], Tensor], sigma_data: float = 0.5) -> Denoiser:
+def edm_denoiser(
+    net: Callable[[Tensor, Tensor], Tensor], sigma_data: float = 0.5
+) -> Denoiser:
     r"""Wrap a raw network ``net(x, c_noise)`` as the EDM denoiser :math:`D_\theta(\hat x; \hat\sigma)`.
 
     .. math:: D_\theta(\hat x; \hat\sigma) = c_{\rm skip}\hat x + c_{\rm out}F_\theta(c_{\rm in}\hat x;\ c_{\rm noise})
@@ -224,20 +248,32 @@ def edm_denoiser(net: Callable[[Tensor, Tensor], Tensor], sigma_data: float = 0.
     float or ``(B,)`` noise level and estimates :math:`\mathbb E[x_0 \mid \hat x]`.
     """
     if not callable(net):
-        raise TypeError(f"net must be callable as net(x, c_noise), got {type(net).__name__}")
+        raise TypeError(
+            f"net must be callable as net(x, c_noise), got {type(net).__name__}"
+        )
     sd = _check_sigma_data(sigma_data)
 
     def denoiser(x: Tensor, sigma: TimeLike) -> Tensor:
         sigma = batch_time(sigma, x, "sigma")
         c_skip, c_out, c_in, c_noise = edm_scalings(sigma, sd)
-        return expand(c_skip, x) * x + expand(c_out, x) * net(expand(c_in, x) * x, c_noise)
+        return expand(c_skip, x) * x + expand(c_out, x) * net(
+            expand(c_in, x) * x, c_noise
+        )
 
     return denoiser
 
 
-def edm_loss(denoiser: Denoiser, x0: Tensor, *, sigma_data: float = 0.5, p_mean: float = -1.2,
-             p_std: float = 1.2, generator: torch.Generator | None = None, sigma: Tensor | None = None,
-             reduction: str = "mean") -> Tensor:
+def edm_loss(
+    denoiser: Denoiser,
+    x0: Tensor,
+    *,
+    sigma_data: float = 0.5,
+    p_mean: float = -1.2,
+    p_std: float = 1.2,
+    generator: torch.Generator | None = None,
+    sigma: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
     r"""The EDM training loss (Karras et al. 2022, eq. 2 with Table 1's choices).
 
     .. math:: \mathbb E_{\ln\sigma\sim\mathcal N(P_{\rm mean}, P_{\rm std}^2)}\,\mathbb E_{x_0, n}
@@ -253,11 +289,15 @@ def edm_loss(denoiser: Denoiser, x0: Tensor, *, sigma_data: float = 0.5, p_mean:
     check_finite(x0, "x0")
     sd = _check_sigma_data(sigma_data)
     if sigma is None:
-        n = torch.randn(x0.shape[0], generator=generator, device=x0.device, dtype=x0.dtype)
+        n = torch.randn(
+            x0.shape[0], generator=generator, device=x0.device, dtype=x0.dtype
+        )
         sigma = torch.exp(p_mean + p_std * n)
     sigma = batch_time(sigma, x0, "sigma")
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    err = (denoiser(x0 + expand(sigma, x0) * noise, sigma) - x0).flatten(1).pow(2).mean(1)
+    err = (
+        (denoiser(x0 + expand(sigma, x0) * noise, sigma) - x0).flatten(1).pow(2).mean(1)
+    )
     loss = edm_loss_weight(sigma, sd) * err
     return loss.mean() if reduction == "mean" else loss
 
@@ -273,7 +313,9 @@ def score_fn_from_denoiser(denoiser: Denoiser, sde) -> ScoreFn:
     :math:`\hat\sigma(t)` covers the noise levels it was trained on.
     """
     if not callable(denoiser):
-        raise TypeError(f"denoiser must be callable as denoiser(x, sigma), got {type(denoiser).__name__}")
+        raise TypeError(
+            f"denoiser must be callable as denoiser(x, sigma), got {type(denoiser).__name__}"
+        )
 
     def score_fn(x: Tensor, t: TimeLike) -> Tensor:
         t = batch_time(t, x)
@@ -294,7 +336,9 @@ def denoiser_from_score_fn(score_fn: ScoreFn, sde) -> Denoiser:
     times outside :math:`[0, T]` and raise ``ValueError``.
     """
     if not callable(score_fn):
-        raise TypeError(f"score_fn must be callable as score_fn(x, t), got {type(score_fn).__name__}")
+        raise TypeError(
+            f"score_fn must be callable as score_fn(x, t), got {type(score_fn).__name__}"
+        )
 
     def denoiser(x: Tensor, sigma: TimeLike) -> Tensor:
         sigma = batch_time(sigma, x, "sigma")

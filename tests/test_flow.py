@@ -42,7 +42,9 @@ def _mix():
 
 
 def _points(n=64, seed=0):
-    return 2.0 * torch.randn(n, 2, dtype=f64, generator=torch.Generator().manual_seed(seed))
+    return 2.0 * torch.randn(
+        n, 2, dtype=f64, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def _paths():
@@ -57,17 +59,24 @@ def test_velocity_from_the_exact_score_is_the_exact_marginal_velocity(path):
     v_exact = mixture_velocity(mix, path)
     v_score = velocity_fn_from_score(mix.score_fn(sde), path)
     for t in TIMES[:-1] if path.name not in ("linear", "trig") else TIMES:
-        assert torch.allclose(v_score(x, t), v_exact(x, t), rtol=1e-9, atol=1e-9), (path.name, t)
+        assert torch.allclose(v_score(x, t), v_exact(x, t), rtol=1e-9, atol=1e-9), (
+            path.name,
+            t,
+        )
 
 
-@pytest.mark.parametrize("path", [linear_interpolant(), trig_interpolant()], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", [linear_interpolant(), trig_interpolant()], ids=lambda p: p.name
+)
 def test_the_pf_ode_drift_of_the_matching_sde_is_the_velocity(path):
     mix, x = _mix(), _points()
     sde = InterpolantSDE(path)
     for t in TIMES:
         tt = torch.full((x.shape[0],), t, dtype=f64)
         drift = sde.reverse(mix.score_fn(sde), probability_flow=True).drift(x, tt)
-        assert torch.allclose(drift, mixture_velocity(mix, path)(x, t), rtol=1e-9, atol=1e-9), t
+        assert torch.allclose(
+            drift, mixture_velocity(mix, path)(x, t), rtol=1e-9, atol=1e-9
+        ), t
 
 
 @pytest.mark.parametrize("name", SDE_NAMES)
@@ -77,14 +86,19 @@ def test_a_library_sdes_interpolant_gives_its_own_pf_ode(name):
     for t in (0.05, 0.5, 0.95):
         tt = torch.full((x.shape[0],), t, dtype=f64)
         pf = sde.reverse(mix.score_fn(sde), probability_flow=True).drift(x, tt)
-        assert torch.allclose(velocity_fn_from_score(mix.score_fn(sde), path)(x, t), pf,
-                              rtol=1e-9, atol=1e-9)
+        assert torch.allclose(
+            velocity_fn_from_score(mix.score_fn(sde), path)(x, t),
+            pf,
+            rtol=1e-9,
+            atol=1e-9,
+        )
 
 
 @pytest.mark.parametrize("path", _paths(), ids=lambda p: p.name)
 def test_rates_are_the_derivatives_of_the_coefficients(path):
     """Central differences with h = 1e-5 are accurate to O(h^2 |alpha'''|) ~ 1e-8 (the VE sigma,
-    exponential in t with rate log(5000) = 8.5, has the largest third derivative here: 1e-6)."""
+    exponential in t with rate log(5000) = 8.5, has the largest third derivative here: 1e-6).
+    """
     t = torch.tensor([0.1, 0.4, 0.8], dtype=f64)
     h = 1e-5
     for coeff, rate in ((path.alpha, path.d_alpha), (path.sigma, path.d_sigma)):
@@ -94,21 +108,32 @@ def test_rates_are_the_derivatives_of_the_coefficients(path):
 
 def test_conditional_velocity_is_the_time_derivative_of_the_interpolant():
     g = torch.Generator().manual_seed(1)
-    x0, x1 = torch.randn(5, 3, dtype=f64, generator=g), torch.randn(5, 3, dtype=f64, generator=g)
+    x0, x1 = torch.randn(5, 3, dtype=f64, generator=g), torch.randn(
+        5, 3, dtype=f64, generator=g
+    )
     t = torch.rand(5, dtype=f64, generator=g).requires_grad_(True)
     for path in (linear_interpolant(), trig_interpolant()):
         xt = interpolate(path, x0, x1, t)
-        rows = [torch.autograd.grad(xt[:, j].sum(), t, retain_graph=True)[0] for j in range(3)]
-        assert torch.allclose(torch.stack(rows, 1), conditional_velocity(path, x0, x1, t.detach()))
+        rows = [
+            torch.autograd.grad(xt[:, j].sum(), t, retain_graph=True)[0]
+            for j in range(3)
+        ]
+        assert torch.allclose(
+            torch.stack(rows, 1), conditional_velocity(path, x0, x1, t.detach())
+        )
 
 
 def test_score_and_velocity_conversions_invert_each_other():
     mix, x = _mix(), _points()
     path = linear_interpolant()
     sde = InterpolantSDE(path)
-    score = score_fn_from_velocity(velocity_fn_from_score(mix.score_fn(sde), path), path)
+    score = score_fn_from_velocity(
+        velocity_fn_from_score(mix.score_fn(sde), path), path
+    )
     for t in TIMES:
-        assert torch.allclose(score(x, t), mix.score_fn(sde)(x, t), rtol=1e-8, atol=1e-8)
+        assert torch.allclose(
+            score(x, t), mix.score_fn(sde)(x, t), rtol=1e-8, atol=1e-8
+        )
 
 
 def test_the_flow_matching_loss_excess_is_the_distance_to_the_marginal_velocity():
@@ -133,7 +158,8 @@ def test_the_flow_matching_loss_excess_is_the_distance_to_the_marginal_velocity(
 def test_log_likelihood_of_the_exact_flow_matches_the_exact_density():
     """sdelab's PF-ODE likelihood with the score built from the exact velocity. The remaining
     error is the prior mismatch alpha(T) = 1e-3 at T = 0.999 (the data, |x0| ~ 1.5, shifted by
-    1.5e-3 against unit noise: ~1e-3 nats) and the ODE tolerance 1e-6: tolerance 1e-2 nats."""
+    1.5e-3 against unit noise: ~1e-3 nats) and the ODE tolerance 1e-6: tolerance 1e-2 nats.
+    """
     mix, path = _mix(), linear_interpolant()
     sde = InterpolantSDE(path)
     x = mix.sample(16, generator=torch.Generator().manual_seed(4))
@@ -155,11 +181,15 @@ def test_interpolant_sde_half_log_snr_inverse():
     for path in (linear_interpolant(), trig_interpolant()):
         sde = InterpolantSDE(path)
         lam = torch.tensor([4.0, 0.5, -2.0, -6.0], dtype=f64)
-        assert torch.allclose(sde.half_log_snr(sde.t_from_half_log_snr(lam)), lam, atol=1e-10)
+        assert torch.allclose(
+            sde.half_log_snr(sde.t_from_half_log_snr(lam)), lam, atol=1e-10
+        )
     sde = InterpolantSDE(linear_interpolant())
     assert math.isclose(sde.prior_std, 0.999)
-    assert torch.allclose(sde.t_from_half_log_snr(torch.tensor([0.0], dtype=f64)),
-                          torch.tensor([0.5], dtype=f64))
+    assert torch.allclose(
+        sde.t_from_half_log_snr(torch.tensor([0.0], dtype=f64)),
+        torch.tensor([0.5], dtype=f64),
+    )
 
 
 def test_bad_arguments_are_named():

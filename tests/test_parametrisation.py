@@ -45,7 +45,9 @@ def _mixture():
 
 
 def _points(n=64, seed=0):
-    return 2.0 * torch.randn(n, 2, dtype=f64, generator=torch.Generator().manual_seed(seed))
+    return 2.0 * torch.randn(
+        n, 2, dtype=f64, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def closed_form_targets(mix, x, alpha, sigma):
@@ -56,9 +58,16 @@ def closed_form_targets(mix, x, alpha, sigma):
     sol = torch.linalg.solve(cov, r.unsqueeze(-1)).squeeze(-1)
     log_n = -0.5 * (r * sol).sum(-1) - 0.5 * torch.linalg.slogdet(cov)[1]
     w = torch.softmax(torch.log(mix.weights) + log_n, -1)[..., None]
-    e_x0 = (w * (mix.means + alpha * torch.einsum("kij,bkj->bki", mix.covs, sol))).sum(1)
+    e_x0 = (w * (mix.means + alpha * torch.einsum("kij,bkj->bki", mix.covs, sol))).sum(
+        1
+    )
     e_eps = (w * sigma * sol).sum(1)
-    return {"eps": e_eps, "x0": e_x0, "v": alpha * e_eps - sigma * e_x0, "score": -(w * sol).sum(1)}
+    return {
+        "eps": e_eps,
+        "x0": e_x0,
+        "v": alpha * e_eps - sigma * e_x0,
+        "score": -(w * sol).sum(1),
+    }
 
 
 @pytest.mark.parametrize("name", SDES)
@@ -72,16 +81,26 @@ def test_every_target_from_the_exact_score_matches_its_closed_form(name, t):
     for target in ("eps", "x0", "v"):
         got = prediction_fn(score_fn, sde, target)(x, t)
         assert torch.allclose(got, ref[target], rtol=1e-9, atol=1e-9), (name, t, target)
-        back = score_fn_from_prediction(prediction_fn(score_fn, sde, target), sde, target)(x, t)
-        assert torch.allclose(back, ref["score"], rtol=1e-9, atol=1e-9), (name, t, target)
+        back = score_fn_from_prediction(
+            prediction_fn(score_fn, sde, target), sde, target
+        )(x, t)
+        assert torch.allclose(back, ref["score"], rtol=1e-9, atol=1e-9), (
+            name,
+            t,
+            target,
+        )
 
 
 @pytest.mark.parametrize("source,target", list(itertools.permutations(TARGETS, 2)))
 def test_convert_is_consistent_for_any_alpha_sigma(source, target):
     """Build all four targets from one (x0, eps) pair: convert must map each to each, exactly."""
     g = torch.Generator().manual_seed(1)
-    x0, eps = torch.randn(8, 3, dtype=f64, generator=g), torch.randn(8, 3, dtype=f64, generator=g)
-    alpha = torch.rand(8, dtype=f64, generator=g) + 0.1  # not VP: alpha^2 + sigma^2 != 1
+    x0, eps = torch.randn(8, 3, dtype=f64, generator=g), torch.randn(
+        8, 3, dtype=f64, generator=g
+    )
+    alpha = (
+        torch.rand(8, dtype=f64, generator=g) + 0.1
+    )  # not VP: alpha^2 + sigma^2 != 1
     sigma = 3 * torch.rand(8, dtype=f64, generator=g) + 0.05
     a, s = alpha[:, None], sigma[:, None]
     x = a * x0 + s * eps
@@ -94,7 +113,9 @@ def test_convert_is_consistent_for_any_alpha_sigma(source, target):
 def test_x0_loss_weight_turns_each_squared_error_into_a_denoising_error(target):
     g = torch.Generator().manual_seed(2)
     x = torch.randn(16, 2, dtype=f64, generator=g)
-    x0_true, x0_pred = torch.randn(16, 2, dtype=f64, generator=g), torch.randn(16, 2, dtype=f64, generator=g)
+    x0_true, x0_pred = torch.randn(16, 2, dtype=f64, generator=g), torch.randn(
+        16, 2, dtype=f64, generator=g
+    )
     for alpha, sigma in ((0.9, 0.2), (1.0, 7.0), (0.05, 0.998)):
         y_true = convert(x0_true, x, alpha, sigma, source="x0", target=target)
         y_pred = convert(x0_pred, x, alpha, sigma, source="x0", target=target)
@@ -128,7 +149,9 @@ def test_a_zero_network_is_the_exact_edm_denoiser_of_a_gaussian(name):
     score_fn = score_fn_from_denoiser(denoiser, sde)
     x = _points()
     for t in TIMES:
-        assert torch.allclose(score_fn(x, t), data.score_fn(sde)(x, t), rtol=1e-9, atol=1e-9)
+        assert torch.allclose(
+            score_fn(x, t), data.score_fn(sde)(x, t), rtol=1e-9, atol=1e-9
+        )
 
 
 @pytest.mark.parametrize("name", SDES)
@@ -136,7 +159,9 @@ def test_denoiser_and_score_round_trip(name):
     sde, mix, x = make_sde(name), _mixture(), _points()
     denoiser = denoiser_from_score_fn(mix.score_fn(sde), sde)
     for t in TIMES:
-        alpha, sigma = (c.item() for c in sde.marginal_coeffs(torch.tensor([t], dtype=f64)))
+        alpha, sigma = (
+            c.item() for c in sde.marginal_coeffs(torch.tensor([t], dtype=f64))
+        )
         ref = closed_form_targets(mix, alpha * x, alpha, sigma)["x0"]
         # float64 bisection/closed-form inverses of sigma/alpha -> t are exact to ~1e-12
         assert torch.allclose(denoiser(x, sigma / alpha), ref, rtol=1e-7, atol=1e-7)
@@ -155,9 +180,17 @@ def test_edm_loss_of_the_optimal_denoiser_is_one_at_every_noise_level():
     x0 = sd * torch.randn(n, 2, dtype=f64, generator=g)
     denoiser = edm_denoiser(lambda x, c_noise: torch.zeros_like(x), sigma_data=sd)
     for sigma in (0.01, 0.5, 20.0):
-        loss = edm_loss(denoiser, x0, sigma_data=sd, sigma=torch.full((n,), sigma, dtype=f64), generator=g)
+        loss = edm_loss(
+            denoiser,
+            x0,
+            sigma_data=sd,
+            sigma=torch.full((n,), sigma, dtype=f64),
+            generator=g,
+        )
         assert abs(loss.item() - 1) < 5 * math.sqrt(2 / (2 * n)), (sigma, loss.item())
-    per_sample = edm_loss(denoiser, x0[:5], sigma_data=sd, generator=g, reduction="none")
+    per_sample = edm_loss(
+        denoiser, x0[:5], sigma_data=sd, generator=g, reduction="none"
+    )
     assert per_sample.shape == (5,)
 
 
