@@ -1,34 +1,38 @@
 r"""Flow matching and stochastic interpolants, and their exact link to the score.
 
-**Interpolants.** A Gaussian probability path joins data :math:`x_0 \sim p_0` at :math:`t = 0` to
-noise :math:`x_1 \sim \mathcal N(0, I)` at :math:`t = 1`:
+**Interpolants.** A Gaussian probability path joins data :math:`x_0 \sim p_0` at
+:math:`t = 0` to noise :math:`x_1 \sim \mathcal N(0, I)` at :math:`t = 1`:
 
 .. math:: x_t = \alpha(t)\,x_0 + \sigma(t)\,x_1, \qquad
           u_t(x_t \mid x_0, x_1) = \dot\alpha(t)\,x_0 + \dot\sigma(t)\,x_1 ,
 
-with the *conditional velocity* :math:`u_t` (Lipman et al. 2023; Albergo & Vanden-Eijnden 2023;
-Liu et al. 2023 -- those papers put data at :math:`t = 1`; here time runs as in the SDEs, data at
-0). The linear path :math:`\alpha = 1 - t, \sigma = t` is rectified flow / the conditional OT path
-(:func:`linear_interpolant`); :math:`\alpha = \cos\frac{\pi t}2, \sigma = \sin\frac{\pi t}2` is the
-trigonometric one (:func:`trig_interpolant`); every sdelab SDE is one too
-(:func:`interpolant_from_sde`).
+with the *conditional velocity* :math:`u_t` (Lipman et al. 2023; Albergo &
+Vanden-Eijnden 2023; Liu et al. 2023 -- those papers put data at :math:`t = 1`; here
+time runs as in the SDEs, data at 0). The linear path :math:`\alpha = 1 - t, \sigma = t`
+is rectified flow / the conditional OT path (:func:`linear_interpolant`); :math:`\alpha
+= \cos\frac{\pi t}2, \sigma = \sin\frac{\pi t}2` is the trigonometric one
+(:func:`trig_interpolant`); every sdelab SDE is one too (:func:`interpolant_from_sde`).
 
-**Flow matching.** The *marginal* velocity :math:`v(x, t) = \mathbb E[u_t \mid x_t = x]` moves
-:math:`p_t` along the path (it satisfies the continuity equation), and the regression
-:math:`\mathbb E\,\|v_\theta(x_t, t) - u_t\|^2` (:func:`flow_matching_loss`) has it as its minimiser.
+**Flow matching.** The *marginal* velocity :math:`v(x, t) = \mathbb E[u_t \mid x_t = x]`
+moves :math:`p_t` along the path (it satisfies the continuity equation), and the
+regression :math:`\mathbb E\,\|v_\theta(x_t, t) - u_t\|^2` (:func:`flow_matching_loss`)
+has it as its minimiser.
 
-**Velocity and score.** By Tweedie, :math:`\mathbb E[x_0 \mid x] = (x + \sigma^2 s)/\alpha` and
-:math:`\mathbb E[x_1 \mid x] = -\sigma s` with :math:`s = \nabla\log p_t(x)`, hence
+**Velocity and score.** By Tweedie, :math:`\mathbb E[x_0 \mid x] = (x + \sigma^2
+s)/\alpha` and :math:`\mathbb E[x_1 \mid x] = -\sigma s` with :math:`s = \nabla\log
+p_t(x)`, hence
 
-.. math:: v(x, t) = \frac{\dot\alpha}{\alpha}\,x + \sigma^2\,\dot\lambda(t)\,s(x, t), \qquad
-          \lambda = \log\frac{\alpha}{\sigma}, \quad \dot\lambda = \frac{\dot\alpha}{\alpha} - \frac{\dot\sigma}{\sigma} < 0 .
+.. math:: v(x, t) = \frac{\dot\alpha}{\alpha}\,x + \sigma^2\,\dot\lambda(t)\,s(x, t),
+          \qquad \lambda = \log\frac{\alpha}{\sigma}, \quad
+          \dot\lambda = \frac{\dot\alpha}{\alpha} - \frac{\dot\sigma}{\sigma} < 0 .
 
 This is exactly the probability-flow drift :math:`f x - \tfrac12 g^2 s` of the SDE with
-:math:`f = \dot\alpha/\alpha` and :math:`g^2 = \frac{d\sigma^2}{dt} - 2f\sigma^2 = -2\sigma^2\dot\lambda`
-(:class:`InterpolantSDE`), the SDE whose transition kernel is the path. So a trained velocity
-:math:`v_\theta` gives a score :math:`s_\theta = (v_\theta - \frac{\dot\alpha}{\alpha}x)/(\sigma^2\dot\lambda)`
-(:func:`score_fn_from_velocity`), and every sdelab sampler and
-:func:`sdelab.likelihood.log_likelihood` runs on a flow-matching model unchanged.
+:math:`f = \dot\alpha/\alpha` and :math:`g^2 = \frac{d\sigma^2}{dt} - 2f\sigma^2 =
+-2\sigma^2\dot\lambda` (:class:`InterpolantSDE`), the SDE whose transition kernel is the
+path. So a trained velocity :math:`v_\theta` gives a score :math:`s_\theta = (v_\theta -
+\frac{\dot\alpha}{\alpha}x)/(\sigma^2\dot\lambda)` (:func:`score_fn_from_velocity`), and
+every sdelab sampler and :func:`sdelab.likelihood.log_likelihood` runs on a
+flow-matching model unchanged.
 """
 
 from __future__ import annotations
@@ -62,10 +66,12 @@ Coeff = Callable[[Tensor], Tensor]
 
 @dataclass(frozen=True)
 class Interpolant:
-    r"""A Gaussian path :math:`x_t = \alpha(t)x_0 + \sigma(t)x_1`: the four functions of ``t`` it needs.
+    r"""A Gaussian path :math:`x_t = \alpha(t)x_0 + \sigma(t)x_1`: the four functions of
+    ``t`` it needs.
 
-    ``alpha``, ``sigma``, ``d_alpha``, ``d_sigma`` map a tensor of times to a tensor of the same
-    shape; :math:`\alpha` decreases from 1 and :math:`\sigma` increases from 0 (or from a small value).
+    ``alpha``, ``sigma``, ``d_alpha``, ``d_sigma`` map a tensor of times to a tensor of
+    the same shape; :math:`\alpha` decreases from 1 and :math:`\sigma` increases from 0
+    (or from a small value).
     """
 
     name: str
@@ -79,13 +85,18 @@ class Interpolant:
         return self.alpha(t), self.sigma(t), self.d_alpha(t), self.d_sigma(t)
 
     def d_half_log_snr(self, t: Tensor) -> Tensor:
-        r""":math:`\dot\lambda = \dot\alpha/\alpha - \dot\sigma/\sigma`, the rate of :math:`\lambda = \log(\alpha/\sigma)`."""
+        r""":math:`\dot\lambda = \dot\alpha/\alpha - \dot\sigma/\sigma`, the rate of
+        :math:`\lambda = \log(\alpha/\sigma)`.
+        """
         a, s, da, ds = self.coeffs(t)
         return da / a - ds / s
 
 
 def linear_interpolant() -> Interpolant:
-    r""":math:`\alpha = 1 - t`, :math:`\sigma = t`: rectified flow (Liu et al. 2023), the OT path of Lipman et al. (2023)."""
+    r"""The linear path :math:`\alpha = 1 - t`, :math:`\sigma = t`.
+
+    Rectified flow (Liu et al. 2023), the conditional OT path of Lipman et al. (2023).
+    """
     return Interpolant(
         "linear",
         lambda t: 1 - t,
@@ -96,7 +107,11 @@ def linear_interpolant() -> Interpolant:
 
 
 def trig_interpolant() -> Interpolant:
-    r""":math:`\alpha = \cos\frac{\pi t}2`, :math:`\sigma = \sin\frac{\pi t}2` (Albergo & Vanden-Eijnden 2023): :math:`\alpha^2 + \sigma^2 = 1`."""
+    r"""Trigonometric path,
+    :math:`\alpha = \cos\frac{\pi t}2`, :math:`\sigma = \sin\frac{\pi t}2`.
+
+    Albergo & Vanden-Eijnden (2023); :math:`\alpha^2 + \sigma^2 = 1`, like VP.
+    """
     h = 0.5 * math.pi
     return Interpolant(
         "trig",
@@ -108,10 +123,13 @@ def trig_interpolant() -> Interpolant:
 
 
 def interpolant_from_sde(sde: SDE) -> Interpolant:
-    r"""The path of an sdelab SDE: :math:`(\alpha, \sigma)` from its kernel, and their rates from :math:`f, g`.
+    r"""The path of an sdelab SDE: :math:`(\alpha, \sigma)` from its kernel.
 
-    :math:`\dot\alpha = f\alpha` and, from :math:`\frac{d\sigma^2}{dt} = 2f\sigma^2 + g^2`,
-    :math:`\dot\sigma = (f\sigma^2 + \tfrac12 g^2)/\sigma` (valid for :math:`t > 0`).
+    The rates follow from :math:`f, g`.
+
+    :math:`\dot\alpha = f\alpha` and, from :math:`\frac{d\sigma^2}{dt} = 2f\sigma^2 +
+    g^2`, :math:`\dot\sigma = (f\sigma^2 + \tfrac12 g^2)/\sigma` (valid for :math:`t >
+    0`).
     """
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be an sdelab SDE, got {type(sde).__name__}")
@@ -147,7 +165,10 @@ def _t(t: TimeLike, x: Tensor) -> Tensor:
 
 
 def interpolate(path: Interpolant, x0: Tensor, x1: Tensor, t: TimeLike) -> Tensor:
-    r""":math:`x_t = \alpha(t)x_0 + \sigma(t)x_1` for data ``x0`` and noise ``x1`` of the same shape."""
+    r""":math:`x_t = \alpha(t)x_0 + \sigma(t)x_1`, for data ``x0`` and noise ``x1``.
+
+    Both have the same shape; ``t`` is a float or a ``(B,)`` tensor in [0, 1].
+    """
     _check_path(path)
     if x0.shape != x1.shape:
         raise ValueError(
@@ -160,7 +181,10 @@ def interpolate(path: Interpolant, x0: Tensor, x1: Tensor, t: TimeLike) -> Tenso
 def conditional_velocity(
     path: Interpolant, x0: Tensor, x1: Tensor, t: TimeLike
 ) -> Tensor:
-    r""":math:`u_t = \dot\alpha(t)x_0 + \dot\sigma(t)x_1 = \frac{d}{dt}x_t`, the regression target of flow matching."""
+    r"""Conditional velocity :math:`u_t = \dot\alpha x_0 + \dot\sigma x_1 = \dot x_t`.
+
+    It is the regression target of flow matching.
+    """
     _check_path(path)
     if x0.shape != x1.shape:
         raise ValueError(
@@ -186,9 +210,9 @@ def flow_matching_loss(
               \big\|v_\theta(x_t, t) - \dot\alpha(t)x_0 - \dot\sigma(t)x_1\big\|^2,
               \qquad x_t = \alpha(t)x_0 + \sigma(t)x_1,\ x_1 \sim \mathcal N(0, I).
 
-    Its gradient equals that of the regression onto the marginal velocity :math:`v`, which it
-    therefore learns. ``t`` (``(B,)``) and ``x1`` override the draws from ``generator``;
-    ``reduction`` is ``"mean"`` or ``"none"`` (per-sample values).
+    Its gradient equals that of the regression onto the marginal velocity :math:`v`,
+    which it therefore learns. ``t`` (``(B,)``) and ``x1`` override the draws from
+    ``generator``; ``reduction`` is ``"mean"`` or ``"none"`` (per-sample values).
     """
     _check_path(path)
     if reduction not in ("mean", "none"):
@@ -217,7 +241,8 @@ def velocity_fn_from_score(score_fn: ScoreFn, path: Interpolant) -> VelocityFn:
     r"""The marginal velocity implied by a score of the path's marginals:
 
     .. math:: v(x, t) = \frac{\dot\alpha}{\alpha}x + \sigma^2\dot\lambda\,s(x, t),
-              \qquad \dot\lambda = \frac{\dot\alpha}{\alpha} - \frac{\dot\sigma}{\sigma}.
+              \qquad
+              \dot\lambda = \frac{\dot\alpha}{\alpha} - \frac{\dot\sigma}{\sigma}.
     """
     _check_path(path)
 
@@ -231,12 +256,16 @@ def velocity_fn_from_score(score_fn: ScoreFn, path: Interpolant) -> VelocityFn:
 
 
 def score_fn_from_velocity(velocity_fn: VelocityFn, path: Interpolant) -> ScoreFn:
-    r"""The score implied by a velocity field of the path (the inverse of :func:`velocity_fn_from_score`):
+    r"""The score implied by a velocity field of the path.
 
-    .. math:: s(x, t) = \frac{v(x, t) - \frac{\dot\alpha}{\alpha}x}{\sigma^2\dot\lambda}.
+    The inverse of :func:`velocity_fn_from_score`:
+
+    .. math::
+        s(x, t) = \frac{v(x, t) - \frac{\dot\alpha}{\alpha}x}{\sigma^2\dot\lambda}.
 
     Pass it with :class:`InterpolantSDE` ``(path)`` to any sdelab sampler or to
-    :func:`sdelab.likelihood.log_likelihood`; their probability-flow drift is then exactly ``v``.
+    :func:`sdelab.likelihood.log_likelihood`; their probability-flow drift is then
+    exactly ``v``.
     """
     _check_path(path)
     if not callable(velocity_fn):
@@ -254,14 +283,18 @@ def score_fn_from_velocity(velocity_fn: VelocityFn, path: Interpolant) -> ScoreF
 
 
 class InterpolantSDE(SDE):
-    r"""The linear SDE whose transition kernel is the path: :math:`\mathcal N(\alpha(t)x_0, \sigma(t)^2 I)`.
+    r"""The linear SDE whose transition kernel is the path.
 
-    .. math:: f(t) = \frac{\dot\alpha}{\alpha}, \qquad g(t)^2 = \frac{d\sigma^2}{dt} - 2f\sigma^2 = -2\sigma^2\dot\lambda .
+    The kernel is :math:`\mathcal N(\alpha(t)x_0, \sigma(t)^2 I)` when
 
-    Its probability-flow drift :math:`f x - \frac12 g^2 s` is the flow-matching velocity. For the
-    linear path :math:`\alpha(1) = 0` makes :math:`f` infinite at :math:`t = 1`, so the SDE stops at
-    ``T < 1`` (default 0.999) with the prior :math:`\mathcal N(0, \sigma(T)^2 I)`; the prior mismatch
-    is the data scaled by :math:`\alpha(T)` (0.001 for the linear path).
+    .. math:: f(t) = \frac{\dot\alpha}{\alpha}, \qquad
+              g(t)^2 = \frac{d\sigma^2}{dt} - 2f\sigma^2 = -2\sigma^2\dot\lambda .
+
+    Its probability-flow drift :math:`f x - \frac12 g^2 s` is the flow-matching
+    velocity. For the linear path :math:`\alpha(1) = 0` makes :math:`f` infinite at
+    :math:`t = 1`, so the SDE stops at ``T < 1`` (default 0.999) with the prior
+    :math:`\mathcal N(0, \sigma(T)^2 I)`; the prior mismatch is the data scaled by
+    :math:`\alpha(T)` (0.001 for the linear path).
     """
 
     def __init__(self, path: Interpolant, T: float = 0.999, eps: float = 1e-3):
@@ -275,7 +308,7 @@ class InterpolantSDE(SDE):
         return self.path.d_alpha(t) / self.path.alpha(t)
 
     def diffusion_coeff(self, t):
-        # -2 sigma^2 dlambda = 2 (sigma sigma' - f sigma^2) stays finite at t = 0 (sigma = 0)
+        # -2 sigma^2 dlambda = 2 (sigma sigma' - f sigma^2): finite at t = 0 (sigma = 0)
         a, s, da, ds = self.path.coeffs(t)
         return torch.sqrt((2 * (s * ds - da / a * s**2)).clamp(min=0))
 
@@ -284,7 +317,9 @@ class InterpolantSDE(SDE):
         return self.path.alpha(t), self.path.sigma(t)
 
     def t_from_half_log_snr(self, lam):
-        r"""The time with :math:`\log(\alpha/\sigma) = \lambda`, by bisection (:math:`\lambda` decreases in t)."""
+        r"""The time with :math:`\log(\alpha/\sigma) = \lambda`, by bisection
+        (:math:`\lambda` decreases in t).
+        """
         lam = torch.as_tensor(lam, dtype=torch.float64)
         lo, hi = torch.zeros_like(lam), torch.full_like(lam, self.T)
         for _ in range(60):  # 2^-60 of [0, T]: below float64 resolution
@@ -304,15 +339,17 @@ class InterpolantSDE(SDE):
 
 
 def mixture_velocity(mixture, path: Interpolant) -> VelocityFn:
-    r"""The exact marginal velocity of a :class:`~sdelab.toy.GaussianMixture` along ``path``, by conditioning.
+    r"""The exact marginal velocity of a :class:`~sdelab.toy.GaussianMixture` along
+    ``path``, by conditioning.
 
-    For a component :math:`\mathcal N(\mu_k, \Sigma_k)`, :math:`x_t \mid k \sim \mathcal N(\alpha\mu_k, C_k)`
-    with :math:`C_k = \alpha^2\Sigma_k + \sigma^2 I`, and Gaussian conditioning gives
-    :math:`\mathbb E[x_0 \mid x, k] = \mu_k + \alpha\Sigma_k C_k^{-1}(x - \alpha\mu_k)`,
-    :math:`\mathbb E[x_1 \mid x, k] = \sigma C_k^{-1}(x - \alpha\mu_k)`. Averaging
-    :math:`\dot\alpha\,\mathbb E[x_0 \mid x, k] + \dot\sigma\,\mathbb E[x_1 \mid x, k]` over the
-    responsibilities :math:`p_t(k \mid x)` gives :math:`v`. No score enters: this is an independent
-    check of :func:`velocity_fn_from_score`.
+    For a component :math:`\mathcal N(\mu_k, \Sigma_k)`, :math:`x_t \mid k \sim \mathcal
+    N(\alpha\mu_k, C_k)` with :math:`C_k = \alpha^2\Sigma_k + \sigma^2 I`, and Gaussian
+    conditioning gives :math:`\mathbb E[x_0 \mid x, k] = \mu_k + \alpha\Sigma_k
+    C_k^{-1}(x - \alpha\mu_k)`, :math:`\mathbb E[x_1 \mid x, k] = \sigma C_k^{-1}(x -
+    \alpha\mu_k)`. Averaging :math:`\dot\alpha\,\mathbb E[x_0 \mid x, k] +
+    \dot\sigma\,\mathbb E[x_1 \mid x, k]` over the responsibilities :math:`p_t(k \mid
+    x)` gives :math:`v`. No score enters: this is an independent check of
+    :func:`velocity_fn_from_score`.
     """
     _check_path(path)
 

@@ -1,47 +1,52 @@
-r"""What the network predicts: :math:`\epsilon`, :math:`x_0`, :math:`v` or the score, and EDM preconditioning.
+r"""What the network predicts (:math:`\epsilon, x_0, v`, the score), and EDM scalings.
 
-Every SDE of sdelab has the Gaussian transition kernel :math:`x_t = \alpha(t)x_0 + \sigma(t)\epsilon`,
-:math:`\epsilon \sim \mathcal N(0, I)` (:meth:`sdelab.sde.SDE.marginal_coeffs`). A network may be
-trained to predict any of four quantities, and each is an affine function of each other one
-(given :math:`x_t`):
+Every SDE of sdelab has the Gaussian transition kernel :math:`x_t = \alpha(t)x_0 +
+\sigma(t)\epsilon`, :math:`\epsilon \sim \mathcal N(0, I)`
+(:meth:`sdelab.sde.SDE.marginal_coeffs`). A network may be trained to predict any of
+four quantities, and each is an affine function of each other one (given :math:`x_t`):
 
 .. math::
     s = -\frac{\hat\epsilon}{\sigma}, \qquad
-    \hat x_0 = \frac{x_t - \sigma\hat\epsilon}{\alpha} = \frac{x_t + \sigma^2 s}{\alpha}, \qquad
+    \hat x_0 = \frac{x_t - \sigma\hat\epsilon}{\alpha}
+             = \frac{x_t + \sigma^2 s}{\alpha}, \qquad
     \hat v = \alpha\hat\epsilon - \sigma\hat x_0 .
 
-The middle identity is Tweedie's formula (Efron 2011): the posterior mean
-:math:`\mathbb E[x_0 \mid x_t]` is an affine function of the score
-:math:`\nabla\log p_t(x_t)`, so the optimal predictor of *every* target is the same function of
-the exact score. :math:`v` is the "velocity" of Salimans & Ho (2022); its inverse for general
-:math:`(\alpha, \sigma)` is :math:`\hat x_0 = (\alpha x_t - \sigma\hat v)/(\alpha^2 + \sigma^2)`,
+The middle identity is Tweedie's formula (Efron 2011): the posterior mean :math:`\mathbb
+E[x_0 \mid x_t]` is an affine function of the score :math:`\nabla\log p_t(x_t)`, so the
+optimal predictor of *every* target is the same function of the exact score. :math:`v`
+is the "velocity" of Salimans & Ho (2022); its inverse for general :math:`(\alpha,
+\sigma)` is :math:`\hat x_0 = (\alpha x_t - \sigma\hat v)/(\alpha^2 + \sigma^2)`,
 :math:`\hat\epsilon = (\sigma x_t + \alpha\hat v)/(\alpha^2 + \sigma^2)`.
 
-**Loss weights.** A squared error in one target is a weighted squared error in :math:`x_0`:
+**Loss weights.** A squared error in one target is a weighted error in :math:`x_0`:
 :math:`\|\hat y - y\|^2 = w_y(t)\,\|\hat x_0 - x_0\|^2` with (:func:`x0_loss_weight`)
 
 .. math::
     w_{x_0} = 1, \quad w_\epsilon = \frac{\alpha^2}{\sigma^2} = \mathrm{SNR}, \quad
-    w_v = \frac{(\alpha^2 + \sigma^2)^2}{\sigma^2}, \quad w_s = \frac{\alpha^2}{\sigma^4}.
+    w_v = \frac{(\alpha^2 + \sigma^2)^2}{\sigma^2}, \quad
+    w_s = \frac{\alpha^2}{\sigma^4}.
 
-**EDM preconditioning** (Karras et al. 2022, Table 1 and eq. 7). In the variables of the VE form,
-:math:`\hat x = x_t/\alpha`, :math:`\hat\sigma = \sigma/\alpha` (so :math:`\hat x = x_0 + \hat\sigma\epsilon`),
-the denoiser is a raw network :math:`F_\theta` wrapped as
+**EDM preconditioning** (Karras et al. 2022, Table 1 and eq. 7). In the variables of the
+VE form, :math:`\hat x = x_t/\alpha`, :math:`\hat\sigma = \sigma/\alpha` (so :math:`\hat
+x = x_0 + \hat\sigma\epsilon`), the denoiser is a raw network :math:`F_\theta` wrapped
+as
 
 .. math::
     D_\theta(\hat x; \hat\sigma) = c_{\rm skip}(\hat\sigma)\,\hat x
-        + c_{\rm out}(\hat\sigma)\,F_\theta\big(c_{\rm in}(\hat\sigma)\,\hat x;\ c_{\rm noise}(\hat\sigma)\big),
+        + c_{\rm out}(\hat\sigma)\,
+          F_\theta\big(c_{\rm in}(\hat\sigma)\,\hat x;\ c_{\rm noise}(\hat\sigma)\big),
 
     c_{\rm skip} = \frac{\sigma_d^2}{\hat\sigma^2 + \sigma_d^2}, \quad
     c_{\rm out} = \frac{\hat\sigma\sigma_d}{\sqrt{\hat\sigma^2 + \sigma_d^2}}, \quad
     c_{\rm in} = \frac{1}{\sqrt{\hat\sigma^2 + \sigma_d^2}}, \quad
     c_{\rm noise} = \tfrac14\ln\hat\sigma,
 
-trained with :math:`\ln\hat\sigma \sim \mathcal N(P_{\rm mean}, P_{\rm std}^2)` and the weight
-:math:`\lambda(\hat\sigma) = 1/c_{\rm out}^2 = (\hat\sigma^2 + \sigma_d^2)/(\hat\sigma\sigma_d)^2`,
-which makes the network's own target :math:`(x_0 - c_{\rm skip}\hat x)/c_{\rm out}` have unit
-variance at every noise level. The score of any sdelab SDE follows from a denoiser by Tweedie:
-:math:`s(x_t, t) = (\alpha D(x_t/\alpha; \sigma/\alpha) - x_t)/\sigma^2` (:func:`score_fn_from_denoiser`).
+trained with :math:`\ln\hat\sigma \sim \mathcal N(P_{\rm mean}, P_{\rm std}^2)` and the
+weight :math:`\lambda(\hat\sigma) = 1/c_{\rm out}^2 = (\hat\sigma^2 +
+\sigma_d^2)/(\hat\sigma\sigma_d)^2`, which makes the network's own target :math:`(x_0 -
+c_{\rm skip}\hat x)/c_{\rm out}` have unit variance at every noise level. The score of
+any sdelab SDE follows from a denoiser by Tweedie: :math:`s(x_t, t) = (\alpha
+D(x_t/\alpha; \sigma/\alpha) - x_t)/\sigma^2` (:func:`score_fn_from_denoiser`).
 """
 
 from __future__ import annotations
@@ -80,7 +85,8 @@ def _as_batch(v, x: Tensor, name: str) -> Tensor:
     if isinstance(v, Tensor) and v.dim() == 1:
         if v.shape[0] != x.shape[0]:
             raise ValueError(
-                f"{name} must be a float or have shape ({x.shape[0]},), got {tuple(v.shape)}"
+                f"{name} must be a float or have shape ({x.shape[0]},), "
+                f"got {tuple(v.shape)}"
             )
         return expand(v.to(x.dtype), x)
     if isinstance(v, Tensor) and v.dim() != 0:
@@ -112,12 +118,14 @@ def _from_eps(eps: Tensor, x: Tensor, a: Tensor, s: Tensor, target: str) -> Tens
 def convert(
     pred: Tensor, x: Tensor, alpha, sigma, *, source: str, target: str
 ) -> Tensor:
-    r"""Turn a prediction of ``source`` at :math:`x_t` into the equivalent prediction of ``target``.
+    r"""Turn a prediction of ``source`` at :math:`x_t` into the equivalent prediction of
+    ``target``.
 
-    ``source`` and ``target`` are names in :data:`TARGETS` (``"eps"``, ``"x0"``, ``"v"``,
-    ``"score"``); ``alpha``, ``sigma`` are floats or ``(B,)`` tensors, the kernel coefficients at
-    the time of ``x`` (module docstring for the formulas). ``sigma`` must be positive, and
-    ``alpha`` too when ``target`` is ``"x0"`` or ``"v"``.
+    ``source`` and ``target`` are names in :data:`TARGETS` (``"eps"``, ``"x0"``,
+    ``"v"``, ``"score"``); ``alpha``, ``sigma`` are floats or ``(B,)`` tensors, the
+    kernel coefficients at the time of ``x`` (module docstring for the formulas).
+    ``sigma`` must be positive, and ``alpha`` too when ``target`` is ``"x0"`` or
+    ``"v"``.
     """
     _check_target(source, "source")
     _check_target(target, "target")
@@ -138,16 +146,17 @@ def _coeffs(sde, x: Tensor, t: TimeLike) -> tuple[Tensor, Tensor, Tensor]:
 def prediction_fn(
     score_fn: ScoreFn, sde, target: str
 ) -> Callable[[Tensor, TimeLike], Tensor]:
-    r"""``fn(x, t)``: the ``target`` prediction (``"eps"``, ``"x0"``, ``"v"``) implied by a score.
+    r"""``fn(x, t)``: the ``target`` prediction (``eps``, ``x0``, ``v``) of a score.
 
-    For the exact score of a distribution this is the exact minimiser of the squared-error loss
-    for that target: :math:`\mathbb E[\epsilon \mid x_t]`, :math:`\mathbb E[x_0 \mid x_t]` (Tweedie) or
-    :math:`\mathbb E[v \mid x_t]`.
+    For the exact score of a distribution this is the exact minimiser of the
+    squared-error loss for that target: :math:`\mathbb E[\epsilon \mid x_t]`,
+    :math:`\mathbb E[x_0 \mid x_t]` (Tweedie) or :math:`\mathbb E[v \mid x_t]`.
     """
     _check_target(target, "target")
     if not callable(score_fn):
         raise TypeError(
-            f"score_fn must be callable as score_fn(x, t), got {type(score_fn).__name__}"
+            "score_fn must be callable as score_fn(x, t), "
+            f"got {type(score_fn).__name__}"
         )
 
     def fn(x: Tensor, t: TimeLike) -> Tensor:
@@ -160,9 +169,11 @@ def prediction_fn(
 def score_fn_from_prediction(
     pred_fn: Callable[[Tensor, Tensor], Tensor], sde, source: str
 ) -> ScoreFn:
-    r"""``score_fn(x, t)`` from a network that predicts ``source`` (``"eps"``, ``"x0"``, ``"v"``).
+    r"""``score_fn(x, t)`` from a network that predicts ``source`` (``"eps"``, ``"x0"``,
+    ``"v"``).
 
-    The returned function is what every sampler and :func:`sdelab.likelihood.log_likelihood` take.
+    The returned function is what every sampler and
+    :func:`sdelab.likelihood.log_likelihood` take.
     """
     _check_target(source, "source")
     if not callable(pred_fn):
@@ -178,12 +189,12 @@ def score_fn_from_prediction(
 
 
 def x0_loss_weight(target: str, alpha, sigma):
-    r"""The factor :math:`w_y` with :math:`\|\hat y - y\|^2 = w_y\,\|\hat x_0 - x_0\|^2` for target ``y``.
+    r"""The factor :math:`w_y` in :math:`\|\hat y - y\|^2 = w_y\|\hat x_0 - x_0\|^2`.
 
-    :math:`w_{x_0} = 1`, :math:`w_\epsilon = \alpha^2/\sigma^2`, :math:`w_v = (\alpha^2+\sigma^2)^2/\sigma^2`,
-    :math:`w_s = \alpha^2/\sigma^4`: how much a squared error in ``target`` weighs the denoising error
-    at each noise level (Salimans & Ho 2022, Sec. 4; Kingma et al. 2021). Works on floats,
-    arrays and tensors alike.
+    :math:`w_{x_0} = 1`, :math:`w_\epsilon = \alpha^2/\sigma^2`, :math:`w_v =
+    (\alpha^2+\sigma^2)^2/\sigma^2`, :math:`w_s = \alpha^2/\sigma^4`: how much a squared
+    error in ``target`` weighs the denoising error at each noise level (Salimans & Ho
+    2022, Sec. 4; Kingma et al. 2021). Works on floats, arrays and tensors alike.
     """
     _check_target(target, "target")
     if target == "x0":
@@ -195,9 +206,9 @@ def x0_loss_weight(target: str, alpha, sigma):
     return alpha**2 / sigma**4
 
 
-# ----------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # EDM preconditioning (Karras et al. 2022)
-# ----------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 def _check_sigma_data(sigma_data) -> float:
     if (
         isinstance(sigma_data, bool)
@@ -211,7 +222,7 @@ def _check_sigma_data(sigma_data) -> float:
 def edm_scalings(
     sigma: Tensor, sigma_data: float = 0.5
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    r"""``(c_skip, c_out, c_in, c_noise)`` of Karras et al. (2022), Table 1, at noise level ``sigma``.
+    r"""``(c_skip, c_out, c_in, c_noise)`` of Karras et al. (2022), Table 1.
 
     .. math::
         c_{\rm skip} = \frac{\sigma_d^2}{\sigma^2 + \sigma_d^2},\quad
@@ -219,8 +230,9 @@ def edm_scalings(
         c_{\rm in} = \frac{1}{\sqrt{\sigma^2 + \sigma_d^2}},\quad
         c_{\rm noise} = \tfrac14\ln\sigma .
 
-    ``sigma`` is the noise level of the VE form (:math:`\hat\sigma = \sigma(t)/\alpha(t)` for a
-    VP-type SDE); ``sigma_data`` the standard deviation of the data.
+    ``sigma`` is the noise level of the VE form (:math:`\hat\sigma =
+    \sigma(t)/\alpha(t)` for a VP-type SDE); ``sigma_data`` the standard deviation of
+    the data.
     """
     sd = _check_sigma_data(sigma_data)
     sigma = torch.as_tensor(sigma)
@@ -229,7 +241,9 @@ def edm_scalings(
 
 
 def edm_loss_weight(sigma: Tensor, sigma_data: float = 0.5) -> Tensor:
-    r""":math:`\lambda(\sigma) = (\sigma^2 + \sigma_d^2)/(\sigma\sigma_d)^2 = 1/c_{\rm out}^2` (Karras et al. Table 1)."""
+    r""":math:`\lambda(\sigma) = (\sigma^2 + \sigma_d^2)/(\sigma\sigma_d)^2 = 1/c_{\rm
+    out}^2` (Karras et al. Table 1).
+    """
     sd = _check_sigma_data(sigma_data)
     sigma = torch.as_tensor(sigma)
     return (sigma**2 + sd**2) / (sigma * sd) ** 2
@@ -238,14 +252,16 @@ def edm_loss_weight(sigma: Tensor, sigma_data: float = 0.5) -> Tensor:
 def edm_denoiser(
     net: Callable[[Tensor, Tensor], Tensor], sigma_data: float = 0.5
 ) -> Denoiser:
-    r"""Wrap a raw network ``net(x, c_noise)`` as the EDM denoiser :math:`D_\theta(\hat x; \hat\sigma)`.
+    r"""Wrap a raw network ``net(x, c_noise)`` as the EDM denoiser.
 
-    .. math:: D_\theta(\hat x; \hat\sigma) = c_{\rm skip}\hat x + c_{\rm out}F_\theta(c_{\rm in}\hat x;\ c_{\rm noise})
+    .. math:: D_\theta(\hat x; \hat\sigma) = c_{\rm skip}\hat x
+              + c_{\rm out}F_\theta(c_{\rm in}\hat x;\ c_{\rm noise})
 
     (Karras et al. 2022, eq. 7). ``net`` gets the scaled input and the ``(B,)`` tensor
-    :math:`c_{\rm noise} = \frac14\ln\hat\sigma` as its time argument (an :class:`~sdelab.nets.MLPScoreNet`
-    or :class:`~sdelab.nets.ScoreNet` fits as is). The returned ``denoiser(x, sigma)`` takes a
-    float or ``(B,)`` noise level and estimates :math:`\mathbb E[x_0 \mid \hat x]`.
+    :math:`c_{\rm noise} = \frac14\ln\hat\sigma` as its time argument (an
+    :class:`~sdelab.nets.MLPScoreNet` or :class:`~sdelab.nets.ScoreNet` fits as is). The
+    returned ``denoiser(x, sigma)`` takes a float or ``(B,)`` noise level and estimates
+    :math:`\mathbb E[x_0 \mid \hat x]`.
     """
     if not callable(net):
         raise TypeError(
@@ -276,13 +292,15 @@ def edm_loss(
 ) -> Tensor:
     r"""The EDM training loss (Karras et al. 2022, eq. 2 with Table 1's choices).
 
-    .. math:: \mathbb E_{\ln\sigma\sim\mathcal N(P_{\rm mean}, P_{\rm std}^2)}\,\mathbb E_{x_0, n}
-              \lambda(\sigma)\,\tfrac1D\big\|D_\theta(x_0 + \sigma n;\ \sigma) - x_0\big\|^2,
+    .. math:: \mathbb E_{\ln\sigma\sim\mathcal N(P_{\rm mean}, P_{\rm std}^2)}\,
+              \mathbb E_{x_0, n}\,\lambda(\sigma)\,
+              \tfrac1D\big\|D_\theta(x_0 + \sigma n;\ \sigma) - x_0\big\|^2,
               \qquad \lambda = \frac{\sigma^2 + \sigma_d^2}{(\sigma\sigma_d)^2}.
 
-    ``denoiser(x, sigma)`` is any denoiser (wrapped by :func:`edm_denoiser` or not: the weight
-    is the same, so two parametrisations compare on one objective). ``sigma`` (a ``(B,)`` tensor)
-    overrides the log-normal draw. ``reduction`` is ``"mean"`` or ``"none"`` (per sample).
+    ``denoiser(x, sigma)`` is any denoiser (wrapped by :func:`edm_denoiser` or not: the
+    weight is the same, so two parametrisations compare on one objective). ``sigma`` (a
+    ``(B,)`` tensor) overrides the log-normal draw. ``reduction`` is ``"mean"`` or
+    ``"none"`` (per sample).
     """
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
@@ -303,18 +321,21 @@ def edm_loss(
 
 
 def score_fn_from_denoiser(denoiser: Denoiser, sde) -> ScoreFn:
-    r"""``score_fn(x, t)`` of ``sde`` from a VE-form denoiser :math:`D(\hat x; \hat\sigma)`.
+    r"""The score of ``sde`` from a VE-form denoiser :math:`D(\hat x; \hat\sigma)`.
 
-    With :math:`\hat x = x/\alpha(t)` and :math:`\hat\sigma = \sigma(t)/\alpha(t)`, Tweedie's formula gives
+    With :math:`\hat x = x/\alpha(t)` and :math:`\hat\sigma = \sigma(t)/\alpha(t)`,
+    Tweedie's formula gives
 
-    .. math:: s(x, t) = \frac{\alpha(t)\,D\big(x/\alpha(t);\ \sigma(t)/\alpha(t)\big) - x}{\sigma(t)^2}.
+    .. math:: s(x, t) = \frac{\alpha\,D(x/\alpha;\ \sigma/\alpha) - x}{\sigma^2},
+              \qquad \alpha = \alpha(t),\ \sigma = \sigma(t).
 
     This is how an EDM-trained denoiser runs in every sdelab sampler, for any SDE whose
     :math:`\hat\sigma(t)` covers the noise levels it was trained on.
     """
     if not callable(denoiser):
         raise TypeError(
-            f"denoiser must be callable as denoiser(x, sigma), got {type(denoiser).__name__}"
+            "denoiser must be callable as denoiser(x, sigma), "
+            f"got {type(denoiser).__name__}"
         )
 
     def score_fn(x: Tensor, t: TimeLike) -> Tensor:
@@ -328,16 +349,19 @@ def score_fn_from_denoiser(denoiser: Denoiser, sde) -> ScoreFn:
 
 
 def denoiser_from_score_fn(score_fn: ScoreFn, sde) -> Denoiser:
-    r"""The VE-form denoiser :math:`D(\hat x; \hat\sigma) = \mathbb E[x_0 \mid \hat x]` implied by a score of ``sde``.
+    r"""The VE-form denoiser :math:`D(\hat x; \hat\sigma) = \mathbb E[x_0 \mid \hat x]`
+    implied by a score of ``sde``.
 
-    The time with :math:`\sigma(t)/\alpha(t) = \hat\sigma` is :meth:`~sdelab.sde.SDE.t_from_half_log_snr`
-    at :math:`\lambda = -\ln\hat\sigma`; then :math:`D = (x_t + \sigma^2 s(x_t, t))/\alpha` with
-    :math:`x_t = \alpha\hat x` (Tweedie). Noise levels beyond :math:`\hat\sigma(T)` map to
-    times outside :math:`[0, T]` and raise ``ValueError``.
+    The time with :math:`\sigma(t)/\alpha(t) = \hat\sigma` is
+    :meth:`~sdelab.sde.SDE.t_from_half_log_snr` at :math:`\lambda = -\ln\hat\sigma`;
+    then :math:`D = (x_t + \sigma^2 s(x_t, t))/\alpha` with :math:`x_t = \alpha\hat x`
+    (Tweedie). Noise levels beyond :math:`\hat\sigma(T)` map to times outside :math:`[0,
+    T]` and raise ``ValueError``.
     """
     if not callable(score_fn):
         raise TypeError(
-            f"score_fn must be callable as score_fn(x, t), got {type(score_fn).__name__}"
+            "score_fn must be callable as score_fn(x, t), "
+            f"got {type(score_fn).__name__}"
         )
 
     def denoiser(x: Tensor, sigma: TimeLike) -> Tensor:
