@@ -11,8 +11,9 @@ tensors only, so loading executes no code) and ``<stem>.json``, the *card*::
 :func:`load` checks the weights' sha256 against the card (a tampered or truncated file is
 refused), rebuilds the network from the card's config with :func:`sdelab.nets.build_net`, loads
 the weights strictly (a shape or key mismatch is refused), rebuilds the SDE, and checks any
-expectations the caller states (``kind=``, ``sde=``). Names without a path resolve to the
-repository's ``checkpoints/`` folder (or ``$SDELAB_CHECKPOINTS``): ``load("fashion-subvp-linear")``.
+expectations the caller states (``kind=``, ``sde=``). Names without a path resolve to
+:func:`registry_dir`: ``$SDELAB_CHECKPOINTS``, the repository's ``checkpoints/`` folder in a
+checkout, or the copy of that folder inside an installed package: ``load("fashion-subvp-linear")``.
 """
 
 from __future__ import annotations
@@ -67,9 +68,54 @@ class Checkpoint(NamedTuple):
 
 
 def registry_dir() -> Path:
-    """The shipped checkpoints: ``$SDELAB_CHECKPOINTS``, else ``checkpoints/`` at the repository root."""
+    """Where the shipped checkpoints are: the first of these that applies.
+
+    1. ``$SDELAB_CHECKPOINTS``, when set (a folder of your own models, or a test's);
+    2. ``checkpoints/`` at the repository root, in a checkout (``pip install -e .``, or the
+       repository on ``PYTHONPATH``): what ``tools/evaluate_checkpoints.py`` writes to;
+    3. ``sdelab/_shipped/`` inside an installed package (``pip install sdelab @ git+...``, Colab):
+       the build maps the repository's ``checkpoints/`` folder there (see ``pyproject.toml``).
+    """
     env = os.environ.get("SDELAB_CHECKPOINTS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "checkpoints"
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    checkout = here.parent / "checkpoints"
+    if (here.parent / "pyproject.toml").is_file() and checkout.is_dir():
+        return checkout
+    return here / "_shipped"
+
+
+def _registry_origin(d: Path) -> str:
+    if os.environ.get("SDELAB_CHECKPOINTS"):
+        return "set by $SDELAB_CHECKPOINTS"
+    if d.name == "checkpoints":
+        return "the repository's checkpoints/ folder"
+    return "the installed package's data"
+
+
+def _reinstall_command() -> str:
+    """The pip command that reinstalls sdelab with its models (URL from the package metadata)."""
+    url = "<repository URL>"
+    try:
+        from importlib.metadata import PackageNotFoundError, metadata
+
+        for entry in metadata("sdelab").get_all("Project-URL") or []:
+            label, _, value = entry.partition(",")
+            if label.strip().lower() == "repository":
+                url = value.strip()
+    except (ImportError, PackageNotFoundError):
+        pass
+    return f'pip install --force-reinstall --no-deps "sdelab @ git+{url}"'
+
+
+def _missing_registry_fix(d: Path) -> str:
+    if os.environ.get("SDELAB_CHECKPOINTS"):
+        return ("Fix: `unset SDELAB_CHECKPOINTS` to use the shipped models (or point it at a folder "
+                "holding <name>.json cards and <name>.safetensors weights).")
+    if d.name == "checkpoints":
+        return "Fix: `git checkout -- checkpoints` restores the shipped models in this checkout."
+    return f"Fix: `{_reinstall_command()}` reinstalls sdelab with its shipped models."
 
 
 def available() -> list[str]:
@@ -189,13 +235,27 @@ def _resolve(name_or_path) -> Path:
     text = os.fspath(name_or_path)
     p = Path(text)
     is_path = p.suffix in (".json", ".safetensors") or os.sep in text or "/" in text
-    card = _stem(p).with_suffix(".json") if is_path else registry_dir() / f"{p.name}.json"
-    if not card.exists():
-        names = available()
-        raise CheckpointError(
-            f"no checkpoint card {card}; shipped checkpoints in {registry_dir()}: {names or 'none'}. "
-            "Pass a path to <stem>.json, or train one with `sdelab train ... --export <stem>`.")
-    return card
+    if is_path:
+        card = _stem(p).with_suffix(".json")
+        if not card.exists():
+            raise CheckpointError(
+                f"no checkpoint card {card} (looked for that file). Pass an existing <stem>.json, a "
+                f"registry name ({', '.join(available()) or 'none shipped'}), or make it: "
+                f"`sdelab train ... --export {_stem(p)}`.")
+        return card
+    d = registry_dir()
+    card = d / f"{p.name}.json"
+    if card.exists():
+        return card
+    names = available()
+    where = f"looked in {d} ({_registry_origin(d)})"
+    if not names:
+        raise CheckpointError(f"no checkpoint {p.name!r}: no shipped checkpoints at all "
+                              f"({where}). " + _missing_registry_fix(d))
+    raise CheckpointError(
+        f"no checkpoint card {p.name}.json ({where}); the shipped checkpoints are: "
+        f"{', '.join(names)}. Fix: load one of those names, or train it: "
+        f"`sdelab train ... --export {d / p.name}`.")
 
 
 def load(name_or_path, *, kind: str | None = None, sde: str | SDE | dict | None = None, device=None,
@@ -232,7 +292,11 @@ def load(name_or_path, *, kind: str | None = None, sde: str | SDE | dict | None 
                                   f"the caller asked for {want_cfg}")
     weights = card_path.with_name(card["weights"]["file"])
     if not weights.exists():
-        raise CheckpointError(f"checkpoint {name!r}: weights file {weights} is missing")
+        shipped = card_path.parent.resolve() == registry_dir().resolve()
+        fix = (_missing_registry_fix(card_path.parent) if shipped else
+               f"Fix: put {weights.name} beside its card (sdelab.checkpoints.save writes both).")
+        raise CheckpointError(f"checkpoint {name!r}: weights file {weights} is missing (its card "
+                              f"is {card_path}). {fix}")
     if verify:
         digest = sha256_file(weights)
         if digest != card["weights"]["sha256"]:
