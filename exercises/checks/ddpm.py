@@ -15,21 +15,29 @@ f64 = torch.float64
 def posterior_mean_var(impl):
     betas = ddpm.linear_betas(20, 1e-3, 0.2)
     g = torch.Generator().manual_seed(0)
-    x0, xi = torch.randn(4, 3, generator=g, dtype=f64), torch.randn(4, 3, generator=g, dtype=f64)
+    x0, xi = torch.randn(4, 3, generator=g, dtype=f64), torch.randn(
+        4, 3, generator=g, dtype=f64
+    )
     for i in (2, 7, 20):
         mean, var = impl(x0, xi, i, betas)
         ref_mean, ref_var = ddpm.posterior(x0, xi, i, betas)
-        assert torch.allclose(torch.as_tensor(mean, dtype=f64), ref_mean, rtol=1e-10), (
-            f"i={i}: the mean differs from sdelab.ddpm.posterior (Ho et al. eq. 7)")
-        assert abs(float(var) - ref_var[0].item()) < 1e-12, f"i={i}: variance {float(var)} != {ref_var[0].item()}"
+        assert torch.allclose(
+            torch.as_tensor(mean, dtype=f64), ref_mean, rtol=1e-10
+        ), f"i={i}: the mean differs from sdelab.ddpm.posterior (Ho et al. eq. 7)"
+        assert (
+            abs(float(var) - ref_var[0].item()) < 1e-12
+        ), f"i={i}: variance {float(var)} != {ref_var[0].item()}"
     mean, var = impl(x0, xi, 1, betas)
-    assert torch.allclose(torch.as_tensor(mean, dtype=f64), x0) and abs(float(var)) < 1e-15, (
-        "at i = 1 (alpha-bar_0 = 1) the posterior is the point x0: mean x0, variance 0")
+    assert (
+        torch.allclose(torch.as_tensor(mean, dtype=f64), x0) and abs(float(var)) < 1e-15
+    ), "at i = 1 (alpha-bar_0 = 1) the posterior is the point x0: mean x0, variance 0"
 
 
 def _net():
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)).double()
+    return torch.nn.Sequential(
+        torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)
+    ).double()
 
 
 class _EpsModel(torch.nn.Module):
@@ -55,13 +63,18 @@ def ddpm_train_step(impl):
         ref_loss = ddpm.ddpm_loss(ref, x0, betas, generator=g_r)
         ref_loss.backward()
         opt_r.step()
-        assert isinstance(loss, float), f"return the loss as a float (loss.item()), got {type(loss).__name__}"
+        assert isinstance(
+            loss, float
+        ), f"return the loss as a float (loss.item()), got {type(loss).__name__}"
         assert abs(loss - ref_loss.item()) < 1e-10, (
-            f"step {step}: loss {loss:.6g} != sdelab.ddpm.ddpm_loss {ref_loss.item():.6g}; draw i, then z, "
-            "and use t = i / N")
+            f"step {step}: loss {loss:.6g} != sdelab.ddpm.ddpm_loss "
+            f"{ref_loss.item():.6g}; draw i, then z, "
+            "and use t = i / N"
+        )
         for p, q in zip(mine.parameters(), ref.parameters()):
-            assert torch.allclose(p, q, rtol=1e-10, atol=1e-12), (
-                f"step {step}: the parameters differ from a reference step; zero the gradients first")
+            msg = f"step {step}: the parameters differ from a reference step"
+            ok = torch.allclose(p, q, rtol=1e-10, atol=1e-12)
+            assert ok, msg + "; zero the gradients first"
 
 
 @exercise("ddpm", "D.3")
@@ -71,9 +84,14 @@ def ancestral_sample(impl):
     data = toy.gaussian([0.5, -1.0], [[0.3, 0.1], [0.1, 0.2]])
     x_N = torch.randn(64, 2, generator=torch.Generator().manual_seed(3), dtype=f64)
     out = impl(data.score_fn(sde), betas, x_N, torch.Generator().manual_seed(4))
-    ref = ddpm.ancestral_sampling(data.score_fn(sde), betas, x_N,
-                                  generator=torch.Generator().manual_seed(4)).x
-    assert out.shape == x_N.shape, f"expected shape {tuple(x_N.shape)}, got {tuple(out.shape)}"
+    ref = ddpm.ancestral_sampling(
+        data.score_fn(sde), betas, x_N, generator=torch.Generator().manual_seed(4)
+    ).x
+    assert (
+        out.shape == x_N.shape
+    ), f"expected shape {tuple(x_N.shape)}, got {tuple(out.shape)}"
     assert torch.allclose(out, ref, rtol=1e-10, atol=1e-12), (
-        "differs from sdelab.ddpm.ancestral_sampling with the same noise: score at t_i = i/N, "
-        "(x + beta s)/sqrt(1 - beta), noise sqrt(beta) z for i > 1 only")
+        "differs from sdelab.ddpm.ancestral_sampling with the same noise: score at "
+        "t_i = i/N, "
+        "(x + beta s)/sqrt(1 - beta), noise sqrt(beta) z for i > 1 only"
+    )

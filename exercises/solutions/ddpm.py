@@ -9,7 +9,9 @@ def posterior_mean_var(x0, x_i, i, betas):
     abar = torch.cumprod(1 - betas, 0)
     b, ab = betas[i - 1].item(), abar[i - 1].item()
     ab_prev = abar[i - 2].item() if i > 1 else 1.0
-    mean = (math.sqrt(ab_prev) * b * x0 + math.sqrt(1 - b) * (1 - ab_prev) * x_i) / (1 - ab)
+    mean = (math.sqrt(ab_prev) * b * x0 + math.sqrt(1 - b) * (1 - ab_prev) * x_i) / (
+        1 - ab
+    )
     return mean, (1 - ab_prev) / (1 - ab) * b
 
 
@@ -34,5 +36,7 @@ def ancestral_sample(score_fn, betas, x_N, generator):
         t = torch.full((x.shape[0],), i / N, dtype=x.dtype)
         x = (x + b * score_fn(x, t)) / math.sqrt(1 - b)
         if i > 1:
-            x = x + math.sqrt(b) * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            x = x + math.sqrt(b) * torch.randn(
+                x.shape, generator=generator, dtype=x.dtype
+            )
     return x
