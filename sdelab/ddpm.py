@@ -30,12 +30,12 @@ default, and a noise prediction is ``eps_fn(x, t)`` (:math:`\epsilon_\theta = -\
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
+from . import checks
 from .sde import VPSDE
 from .utils import ScoreFn, Tensor, check_finite, expand
 
@@ -77,9 +77,7 @@ def _check_betas(betas) -> Tensor:
 
 
 def _check_n(n, name: str = "N") -> int:
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {n!r}")
-    return int(n)
+    return checks.integer(n, name, minimum=1)
 
 
 def _check_index(i, n: int, x: Tensor) -> Tensor:
@@ -450,16 +448,10 @@ def ancestral_sampling(
     the reverse VP SDE that agrees with :func:`sdelab.samplers.reverse_diffusion` to
     first order in :math:`\beta_i` (Song et al. App. E).
     """
-    if not callable(score_fn):
-        raise TypeError(
-            f"score_fn must be callable as score_fn(x, t), got "
-            f"{type(score_fn).__name__}"
-        )
+    checks.callable_(score_fn, "score_fn", "score_fn(x, t)")
     betas = _check_betas(betas)
     _check_variance(variance)
-    if not isinstance(x_N, Tensor) or not x_N.is_floating_point():
-        raise TypeError("x_N must be a floating-point tensor of shape (B, ...)")
-    check_finite(x_N, "x_N")
+    checks.tensor(x_N, "x_N", min_ndim=1, floating=True)
     N = betas.numel()
     ts = (
         (torch.arange(1, N + 1, dtype=torch.float64) / N)

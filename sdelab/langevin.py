@@ -36,14 +36,14 @@ functions take the noise level: ``score_fn(x, sigma)`` with ``sigma`` a ``(B,)``
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
+from . import checks
 from .sde import VESDE
-from .utils import ScoreFn, Tensor, check_finite
+from .utils import ScoreFn, Tensor
 
 __all__ = [
     "LangevinResult",
@@ -71,57 +71,17 @@ class LangevinResult:
     trajectory: Tensor | None = None
 
 
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a positive real number, got {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    return float(value)
-
-
-def _check_x(x) -> None:
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise TypeError(
-            f"x must be a floating-point torch.Tensor of shape (B, ...), got "
-            f"{type(x).__name__}"
-        )
-    if x.dim() < 1 or x.shape[0] < 1:
-        raise ValueError(
-            f"x must have shape (B, ...) with B >= 1, got {tuple(x.shape)}"
-        )
-    check_finite(x, "x")
-
-
-def _check_generator(generator, x: Tensor) -> torch.Generator | None:
-    if generator is None:
-        return None
-    if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
-        return torch.Generator(device=x.device).manual_seed(int(generator))
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(
-            f"generator must be a torch.Generator, an int seed or None, got "
-            f"{type(generator).__name__}"
-        )
-    if generator.device.type != x.device.type:
-        raise ValueError(f"generator is on {generator.device} but x is on {x.device}")
-    return generator
+def _check_x(x) -> Tensor:
+    return checks.tensor(x, "x", min_ndim=1, floating=True)
 
 
 def ula_stationary_variance(s2: float, step_size: float) -> float:
-    r"""Stationary variance of ULA with step :math:`\epsilon` on :math:`\mathcal N(m,
-    s^2)`:
-    :math:`s^2/(1 - \epsilon/(4s^2))`, for :math:`0 < \epsilon < 4s^2` (the chain
-    diverges beyond).
+    r"""Stationary variance of ULA with step :math:`\epsilon` on
+    :math:`\mathcal N(m, s^2)`: :math:`s^2/(1 - \epsilon/(4s^2))`, for
+    :math:`0 < \epsilon < 4s^2` (the chain diverges beyond).
     """
-    s2, h = _check_positive(s2, "s2"), _check_positive(step_size, "step_size")
+    s2 = checks.real(s2, "s2", positive=True)
+    h = checks.real(step_size, "step_size", positive=True)
     if h >= 4 * s2:
         raise ValueError(
             f"step_size must be < 4 s2 = {4 * s2:g} for a stationary law, got {h:g}"
@@ -149,14 +109,11 @@ def langevin(
     change). Each of the B rows of ``x`` is an independent chain. ``generator``: a
     ``torch.Generator`` (or int seed) for the noise.
     """
-    if not callable(score):
-        raise TypeError(
-            f"score must be callable as score(x), got {type(score).__name__}"
-        )
+    checks.callable_(score, "score", "score(x)")
     _check_x(x)
-    h = _check_positive(step_size, "step_size")
-    steps = _check_int(steps, "steps", 1)
-    generator = _check_generator(generator, x)
+    h = checks.real(step_size, "step_size", positive=True)
+    steps = checks.integer(steps, "steps", minimum=1)
+    generator = checks.generator(generator, like=x)
     traj = [x] if return_trajectory else None
     root_h = math.sqrt(h)
     for _ in range(steps):
@@ -175,10 +132,9 @@ def geometric_sigmas(
     geometric sequence (Song & Ermon 2019, Sec. 4.2): :math:`\sigma_i = \sigma_{\max}
     (\sigma_{\min}/\sigma_{\max})^{(i-1)/(L-1)}`. Shape ``(L,)``, decreasing.
     """
-    hi, lo = _check_positive(sigma_max, "sigma_max"), _check_positive(
-        sigma_min, "sigma_min"
-    )
-    levels = _check_int(levels, "levels", 2)
+    hi = checks.real(sigma_max, "sigma_max", positive=True)
+    lo = checks.real(sigma_min, "sigma_min", positive=True)
+    levels = checks.integer(levels, "levels", minimum=2)
     if not lo < hi:
         raise ValueError(
             f"sigma_min must be < sigma_max, got sigma_min={lo:g}, sigma_max={hi:g}"
@@ -212,11 +168,7 @@ def annealed_langevin(
     :math:`\epsilon`, the step at the smallest level. NFE = L T. Noise is drawn from
     ``generator`` in the order of the steps, one ``randn`` of x's shape per step.
     """
-    if not callable(score_fn):
-        raise TypeError(
-            f"score_fn must be callable as score_fn(x, sigma), got "
-            f"{type(score_fn).__name__}"
-        )
+    checks.callable_(score_fn, "score_fn", "score_fn(x, sigma)")
     _check_x(x)
     sig = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
     if sig.numel() < 1 or not torch.isfinite(sig).all() or (sig <= 0).any():
@@ -225,9 +177,9 @@ def annealed_langevin(
         )
     if sig.numel() > 1 and not (sig[1:] < sig[:-1]).all():
         raise ValueError("sigmas must be strictly decreasing (sigma_1 > ... > sigma_L)")
-    eps = _check_positive(eps, "eps")
-    T = _check_int(steps_per_level, "steps_per_level", 1)
-    generator = _check_generator(generator, x)
+    eps = checks.real(eps, "eps", positive=True)
+    T = checks.integer(steps_per_level, "steps_per_level", minimum=1)
+    generator = checks.generator(generator, like=x)
     levels = sig.tolist()
     traj = [x] if return_trajectory else None
     for sigma in levels:
@@ -264,11 +216,7 @@ def ve_noise_conditional(
             f"sde must be a VESDE (noise levels are VE kernels), got "
             f"{type(sde).__name__}"
         )
-    if not callable(score_fn):
-        raise TypeError(
-            f"score_fn must be callable as score_fn(x, t), got "
-            f"{type(score_fn).__name__}"
-        )
+    checks.callable_(score_fn, "score_fn", "score_fn(x, t)")
 
     def score(x: Tensor, sigma: Tensor) -> Tensor:
         t = sde.t_from_half_log_snr(-torch.log(sigma.to(torch.float64)))
