@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from . import checks
-from .schedules import CosineBeta, GeometricSigma, LinearBeta, make_schedule
+from .schedules import GeometricSigma, make_schedule
 from .utils import ScoreFn, Tensor, TimeLike, batch_time, expand, log_normal_const
 
 __all__ = ["SDE", "VESDE", "VPSDE", "SubVPSDE", "ReverseSDE", "make_sde", "sde_from_config", "SDE_NAMES"]
