@@ -13,24 +13,24 @@ coefficients; :math:`\alpha(t), \sigma(t)` for its kernel :math:`\mathcal N(\alp
 :math:`D = (x + \sigma^2 s)/\alpha` for the data prediction (Tweedie's formula, :func:`denoise`).
 ``steps`` is always the number of grid intervals :math:`S`; the NFE is in :attr:`SampleResult.nfe`.
 
-==============================  =================================================  ======  =====
-sampler                         method                                              NFE     order
-==============================  =================================================  ======  =====
-:func:`euler_maruyama`          Euler--Maruyama on the reverse SDE (eq. 6)          S       1 weak
-:func:`reverse_diffusion`       Song et al. eq. 46, the paper's discretisation     S       1 weak
-:func:`predictor_corrector`     a predictor step, then M Langevin steps (Alg. 1)    S(1+M)  --
-:func:`dpmpp_2m_sde`            DPM-Solver++(2M) SDE (Lu et al. 2022b)              S       1 weak
-:func:`edm_stochastic`          EDM Alg. 2: churn, then a Heun step in sigma-hat    2S      --
-:func:`euler`                   Euler in sigma-hat (EDM Alg. 1's Euler) = DDIM      S       1
-:func:`heun`                    Heun in sigma-hat (Karras et al. 2022, Alg. 1)      2S      2
-:func:`dpm_solver`              DPM-Solver-1/2, single step in lambda (Lu et al.)   S, 2S   1, 2
-:func:`dpmpp_2m`                DPM-Solver++(2M), multistep in lambda (Lu 2022b)    S       2
-:func:`dpmpp_3m`                DPM-Solver++(3M)                                    S       3
-:func:`unipc`                   UniPC-bh2 predictor-corrector (Zhao et al. 2023)    S       p+1
-:func:`euler_t`                 Euler in t on the PF-ODE (eq. 13), for teaching     S       1
-:func:`heun_t`                  the trapezoidal rule in t, for teaching             2S      2
-:func:`probability_flow_rk45`   adaptive Runge--Kutta (scipy ``solve_ivp``)         adapt.  5(4)
-==============================  =================================================  ======  =====
+==============================  ==========================================  ======  ======
+sampler                         method                                      NFE     order
+==============================  ==========================================  ======  ======
+:func:`euler_maruyama`          Euler--Maruyama on the reverse SDE (eq. 6)  S       1 weak
+:func:`reverse_diffusion`       Song et al. eq. 46, the paper's chain       S       1 weak
+:func:`predictor_corrector`     predictor, then M Langevin steps (Alg. 1)   S(1+M)  --
+:func:`dpmpp_2m_sde`            DPM-Solver++(2M) SDE (Lu et al. 2022b)      S       1 weak
+:func:`edm_stochastic`          EDM Alg. 2: churn, then Heun in sigma-hat   2S      --
+:func:`euler`                   Euler in sigma-hat (EDM) = DDIM             S       1
+:func:`heun`                    Heun in sigma-hat (Karras et al., Alg. 1)   2S      2
+:func:`dpm_solver`              DPM-Solver-1/2, single step in lambda       S, 2S   1, 2
+:func:`dpmpp_2m`                DPM-Solver++(2M), multistep in lambda       S       2
+:func:`dpmpp_3m`                DPM-Solver++(3M)                            S       3
+:func:`unipc`                   UniPC-bh2 (Zhao et al. 2023)                S       p + 1
+:func:`probability_flow_euler`  Euler in t (eq. 13), for teaching           S       1
+:func:`heun_t`                  trapezoidal rule in t, for teaching         2S      2
+:func:`probability_flow_rk45`   adaptive Runge--Kutta (scipy)               adapt.  5(4)
+==============================  ==========================================  ======  ======
 
 ``final_denoise=True`` adds one evaluation at the end: the Tweedie step :func:`denoise`.
 
@@ -43,7 +43,7 @@ denoising can win there (issue 20 of the project measured that on the shipped ne
 
 **Step functions.** The one-step updates are public functions too (:func:`euler_maruyama_step`,
 :func:`reverse_diffusion_step`, :func:`langevin_step`, :func:`euler_step`, :func:`heun_step`,
-:func:`euler_t_step`, :func:`heun_t_step`, :func:`dpm_solver_step`), taking Python floats for the
+:func:`probability_flow_euler_step`, :func:`heun_t_step`, :func:`dpm_solver_step`), taking Python floats for the
 two times. They contain the maths only: no argument checks (the samplers check at their door).
 
 **Cost.** The SDE's coefficients are scalars computed on the host in float64 from Python-float
@@ -87,7 +87,7 @@ __all__ = [
     "langevin_step",
     "euler_step",
     "heun_step",
-    "euler_t_step",
+    "probability_flow_euler_step",
     "heun_t_step",
     "dpm_solver_step",
     "euler_maruyama",
@@ -101,7 +101,7 @@ __all__ = [
     "dpmpp_2m",
     "dpmpp_3m",
     "unipc",
-    "euler_t",
+    "probability_flow_euler",
     "heun_t",
     "probability_flow_rk45",
 ]
@@ -567,7 +567,7 @@ def heun_step(
     return a_n * (x / a + (0.5 * dsig) * (d + d_next))
 
 
-def euler_t_step(
+def probability_flow_euler_step(
     score_fn: ScoreFn, sde: SDE, x: Tensor, t: float, t_next: float
 ) -> Tensor:
     r"""One Euler step **in t** of the probability-flow ODE (Song et al. eq. 13):
@@ -1182,7 +1182,7 @@ def heun(
 
 @_doc()
 @torch.no_grad()
-def euler_t(
+def probability_flow_euler(
     score_fn: ScoreFn,
     sde: SDE,
     x_T: Tensor,
@@ -1197,7 +1197,7 @@ def euler_t(
 ) -> SampleResult:
     r"""Euler's method **in t** on the probability-flow ODE (Song et al. eq. 13); S NFE, order 1.
 
-    :math:`x_{i+1} = x_i + [f(t_i)x_i - \tfrac12 g(t_i)^2 s(x_i, t_i)]h_i` (:func:`euler_t_step`).
+    :math:`x_{i+1} = x_i + [f(t_i)x_i - \tfrac12 g(t_i)^2 s(x_i, t_i)]h_i` (:func:`probability_flow_euler_step`).
     For teaching: :func:`euler` (the same method in :math:`\hat\sigma`) is several times more
     accurate at equal NFE. An increasing ``grid`` encodes.
     """
@@ -1215,7 +1215,7 @@ def euler_t(
         backward_only=False,
     )
     return _run(
-        lambda x, t, u: euler_t_step(score_fn, sde, x, t, u),
+        lambda x, t, u: probability_flow_euler_step(score_fn, sde, x, t, u),
         score_fn,
         sde,
         x_T,
@@ -1223,7 +1223,7 @@ def euler_t(
         1,
         final_denoise,
         return_trajectory,
-        "euler_t",
+        "probability_flow_euler",
     )
 
 
@@ -1775,7 +1775,7 @@ SAMPLERS: dict[str, Callable[..., SampleResult]] = {
     "dpmpp_2m": dpmpp_2m,
     "dpmpp_3m": dpmpp_3m,
     "unipc": unipc,
-    "euler_t": euler_t,
+    "probability_flow_euler": probability_flow_euler,
     "heun_t": heun_t,
     "probability_flow_rk45": probability_flow_rk45,
 }

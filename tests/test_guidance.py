@@ -104,7 +104,7 @@ def test_log_prob_grad_matches_finite_differences_and_ignores_no_grad():
 # ---------------------------------------------------------------------------------------------
 # w = 0 is unconditional sampling, bit for bit, for the same generator
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["euler_maruyama", "predictor_corrector", "euler_t", "dpm_solver",
+@pytest.mark.parametrize("name", ["euler_maruyama", "predictor_corrector", "probability_flow_euler", "dpm_solver",
                                   "probability_flow_rk45"])
 def test_zero_scale_is_unconditional_sampling(name):
     sde = make_sde("vp-linear")

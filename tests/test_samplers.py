@@ -41,7 +41,7 @@ SAMPLERS = {
     "edm_stochastic": (smp.edm_stochastic, 2, {}),
     "euler": (smp.euler, 1, {}),
     "heun": (smp.heun, 2, {}),
-    "euler_t": (smp.euler_t, 1, {}),
+    "probability_flow_euler": (smp.probability_flow_euler, 1, {}),
     "heun_t": (smp.heun_t, 2, {}),
     "dpm_solver-1": (smp.dpm_solver, 1, {"order": 1}),
     "dpm_solver-2": (smp.dpm_solver, 2, {"order": 2}),
@@ -53,7 +53,7 @@ SAMPLERS = {
 STOCHASTIC = ("euler_maruyama", "reverse_diffusion", "predictor_corrector", "dpmpp_2m_sde", "edm_stochastic")
 # global order: weak order for the SDE samplers (the EDM churn sampler is first order in its noise)
 ORDER = {"euler_maruyama": 1, "reverse_diffusion": 1, "predictor_corrector": 1, "dpmpp_2m_sde": 1,
-         "edm_stochastic": 1, "euler": 1, "heun": 2, "euler_t": 1, "heun_t": 2, "dpm_solver-1": 1,
+         "edm_stochastic": 1, "euler": 1, "heun": 2, "probability_flow_euler": 1, "heun_t": 2, "dpm_solver-1": 1,
          "dpm_solver-2": 2, "dpmpp_2m": 2, "dpmpp_3m": 3, "unipc-2": 3, "unipc-3": 4}
 
 
@@ -182,7 +182,7 @@ MARGIN = {1: 0.15, 2: 0.2, 3: 0.3, 4: 0.4}
 # halving from S = 32): order 3 is fitted over S = 64..512, whose errors stay 1e4x above the
 # reference's; order 4 (UniPC-3) falls to the reference's accuracy by S = 512 and keeps 32..256.
 ORDER_STEPS_HIGH = (64, 128, 256, 512)
-DETERMINISTIC = ("euler", "heun", "euler_t", "heun_t", "dpm_solver-1", "dpm_solver-2", "dpmpp_2m", "dpmpp_3m",
+DETERMINISTIC = ("euler", "heun", "probability_flow_euler", "heun_t", "dpm_solver-1", "dpm_solver-2", "dpmpp_2m", "dpmpp_3m",
                  "unipc-2", "unipc-3")
 
 
@@ -516,7 +516,7 @@ def test_samplers_are_their_steps_in_a_loop():
             generator=g),
         "euler": lambda x, t, u, g: smp.euler_step(score_fn, sde, x, t, u),
         "heun": lambda x, t, u, g: smp.heun_step(score_fn, sde, x, t, u),
-        "euler_t": lambda x, t, u, g: smp.euler_t_step(score_fn, sde, x, t, u),
+        "probability_flow_euler": lambda x, t, u, g: smp.probability_flow_euler_step(score_fn, sde, x, t, u),
         "heun_t": lambda x, t, u, g: smp.heun_t_step(score_fn, sde, x, t, u),
         "dpm_solver-1": lambda x, t, u, g: smp.dpm_solver_step(score_fn, sde, x, t, u, order=1),
         "dpm_solver-2": lambda x, t, u, g: smp.dpm_solver_step(score_fn, sde, x, t, u, order=2),
