@@ -1,5 +1,7 @@
 """The website: it builds from the stored chapters with warnings as errors, and a real browser
-(headless Chromium) loads every page with no broken internal link and no missing image."""
+(headless Chromium, 1280 px wide) loads every page with no broken internal link, no missing
+image, no code or display equation wider than its column, no MathJax error and no citation
+label that names two papers."""
 
 from __future__ import annotations
 
@@ -119,6 +121,66 @@ def test_every_page_loads_in_a_browser_with_working_links_and_images(site, serve
             assert browser.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
     finally:
         browser.quit()
+
+
+# Runs in the page once MathJax has typeset it; returns what a reader at 1280 px would see wrong.
+_LAYOUT_JS = r"""
+const done = arguments[arguments.length - 1];
+const ready = (window.MathJax && MathJax.startup && MathJax.startup.promise) || Promise.resolve();
+ready.then(() => {
+  const wide = (el) => el.scrollWidth > el.clientWidth + 1;
+  const text = (el) => el.textContent.trim().replace(/\s+/g, " ").slice(0, 80);
+  const out = {code: [], math: [], mathjax_errors: [], untypeset: [], cites: []};
+  for (const pre of document.querySelectorAll("article div.highlight pre")) {
+    if (pre.clientWidth > 0 && wide(pre)) out.code.push(`${pre.scrollWidth}px > ${pre.clientWidth}px: ${text(pre)}`);
+  }
+  for (const m of document.querySelectorAll("article div.math")) {
+    const box = m.querySelector("mjx-container");
+    if (!box) { out.untypeset.push(text(m)); continue; }
+    if (m.clientWidth > 0 && (wide(m) || box.getBoundingClientRect().width > m.clientWidth + 1))
+      out.math.push(`${m.id || "(no label)"}: ${Math.round(box.getBoundingClientRect().width)}px > ${m.clientWidth}px`);
+  }
+  for (const e of document.querySelectorAll("mjx-merror")) out.mathjax_errors.push(e.getAttribute("data-mjx-error") || text(e));
+  for (const a of document.querySelectorAll("span.bibtex-citation a")) {
+    out.cites.push([a.textContent.trim(), a.href]);
+  }
+  done(out);
+}).catch((e) => done({error: String(e)}));
+"""
+
+
+@pytest.mark.slow
+def test_pages_fit_the_column_typeset_cleanly_and_cite_unambiguously(site, served):
+    """At 1280 px: no code block or display equation scrolls sideways, MathJax reports no
+    error and leaves no formula untypeset, and every citation label names one paper."""
+    browser = _chromium()
+    problems, labels = [], {}
+    try:
+        browser.set_script_timeout(60)
+        for f in _toc_files():
+            browser.get(served + f"{f}.html")
+            out = browser.execute_async_script(_LAYOUT_JS)
+            assert "error" not in out, f"{f}: MathJax did not start: {out['error']}"
+            problems += [f"{f}: code wider than its column, {c}" for c in out["code"]]
+            problems += [f"{f}: display equation wider than its column, {m}" for m in out["math"]]
+            problems += [f"{f}: MathJax error: {e}" for e in out["mathjax_errors"]]
+            problems += [f"{f}: formula left untypeset: {u}" for u in out["untypeset"]]
+            for text, target in out["cites"]:
+                labels.setdefault(text, set()).add(target)
+    finally:
+        browser.quit()
+    bib = (site / "book" / "bibliography.html").read_text()
+    assert labels, "no citation found on any page: the check itself is broken"
+    ambiguous = {t: sorted(ids) for t, ids in labels.items() if len(ids) > 1}
+    problems += [f"citation label {t!r} links to {len(ids)} different entries" for t, ids in ambiguous.items()]
+    import re
+
+    bib_labels = re.findall(r'<span class="label"><span class="fn-bracket">\[</span>(.*?)<span', bib)
+    dup = sorted({b for b in bib_labels if bib_labels.count(b) > 1})
+    problems += [f"bibliography label {b!r} is used for two entries" for b in dup]
+    missing = sorted({t for t in labels if t not in bib_labels})
+    problems += [f"in-text citation {t!r} is not a bibliography label" for t in missing]
+    assert not problems, f"{len(problems)} problems on the site:\n" + "\n".join(problems)
 
 
 def test_install_cells_use_the_one_repository_url():

@@ -1,0 +1,71 @@
+"""The chapters read well at 1280 px: every line of code a reader sees (code cells, and code
+blocks in the text such as exercise solutions) is at most 88 characters, and code cells stay
+short. Checked on the stored notebooks, so it needs no build and no browser."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
+MAX_LINE = 88  # the project's line length; at 1280 px a code block shows ~90 characters
+MAX_CELL_LINES = 30  # "cells <= ~25 lines": 25 is the aim, 30 the limit that fails
+_FENCE = re.compile(r"^(\s*)(```+|~~~+)(.*)$")
+
+
+def _code_blocks(cell: dict) -> list[str]:
+    """The code a reader sees in a cell: the whole of a code cell, or the fenced code blocks
+    (not directive fences such as ```{admonition}) of a markdown cell."""
+    src = "".join(cell["source"])
+    if cell["cell_type"] == "code":
+        return [src]
+    blocks, current, fence = [], None, None
+    for line in src.splitlines():
+        m = _FENCE.match(line)
+        if current is None and m and not m.group(3).strip().startswith("{"):
+            current, fence = [], m.group(2)
+        elif (current is not None and m and m.group(2).startswith(fence)
+              and not m.group(3).strip()):
+            blocks.append("\n".join(current))
+            current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no book/*.ipynb found"
+
+
+def test_code_fences_are_found():
+    source = ["text\n", "```python\n", "x = 1\n", "```\n",
+              "```{admonition} a\n", "not code\n", "```\n"]
+    cell = {"cell_type": "markdown", "source": source}
+    assert _code_blocks(cell) == ["x = 1"]
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_code_lines_are_at_most_88_characters(nb: Path):
+    cells = json.loads(nb.read_text())["cells"]
+    long = [
+        f"cell {i} ({cell['cell_type']}), {len(line)} chars: {line.strip()[:60]}..."
+        for i, cell in enumerate(cells)
+        for block in _code_blocks(cell)
+        for line in block.splitlines()
+        if len(line) > MAX_LINE
+    ]
+    assert not long, (f"{nb.name}: {len(long)} code lines over {MAX_LINE} characters:\n"
+                      + "\n".join(long))
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_code_cells_are_short(nb: Path):
+    cells = json.loads(nb.read_text())["cells"]
+    big = [f"cell {i}: {n} lines" for i, c in enumerate(cells) if c["cell_type"] == "code"
+           and (n := len("".join(c["source"]).rstrip().splitlines())) > MAX_CELL_LINES]
+    assert not big, (f"{nb.name}: code cells over {MAX_CELL_LINES} lines (move what a reader "
+                     "need not see into sdelab):\n" + "\n".join(big))
