@@ -1,6 +1,6 @@
-"""The chapters read well at 1280 px: every line of code a reader sees (code cells,
-and code blocks in the text such as exercise solutions) is at most 88 characters, and code
-cells stay short. Checked on the stored notebooks, so it needs no build and no browser."""
+"""The chapters read well at 1280 px: every line of code a reader sees (code
+cells, and code blocks in the text such as exercise solutions) is at most 88 characters,
+and code cells stay short. Checked on the stored notebooks: no build, no browser."""
 
 from __future__ import annotations
 
