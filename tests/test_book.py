@@ -123,27 +123,33 @@ def test_every_page_loads_in_a_browser_with_working_links_and_images(site, serve
         browser.quit()
 
 
-# Runs in the page once MathJax has typeset it; returns what a reader at 1280 px would see wrong.
+# Runs in the page once MathJax has typeset it; returns what a reader at 1280 px would
+# see wrong. Code: the pre blocks of cells and text; equations: MathJax's containers.
 _LAYOUT_JS = r"""
 const done = arguments[arguments.length - 1];
-const ready = (window.MathJax && MathJax.startup && MathJax.startup.promise) || Promise.resolve();
-ready.then(() => {
+const mj = window.MathJax && MathJax.startup && MathJax.startup.promise;
+(mj || Promise.resolve()).then(() => {
   const wide = (el) => el.scrollWidth > el.clientWidth + 1;
   const text = (el) => el.textContent.trim().replace(/\s+/g, " ").slice(0, 80);
-  const out = {code: [], math: [], mathjax_errors: [], untypeset: [], cites: []};
+  const out = {code: [], math: [], mathjax_errors: [], untypeset: [], cites: [],
+               unlinked: []};
   for (const pre of document.querySelectorAll("article div.highlight pre")) {
-    if (pre.clientWidth > 0 && wide(pre)) out.code.push(`${pre.scrollWidth}px > ${pre.clientWidth}px: ${text(pre)}`);
+    if (pre.clientWidth > 0 && wide(pre))
+      out.code.push(`${pre.scrollWidth}px > ${pre.clientWidth}px: ${text(pre)}`);
   }
   for (const m of document.querySelectorAll("article div.math")) {
     const box = m.querySelector("mjx-container");
     if (!box) { out.untypeset.push(text(m)); continue; }
-    if (m.clientWidth > 0 && (wide(m) || box.getBoundingClientRect().width > m.clientWidth + 1))
-      out.math.push(`${m.id || "(no label)"}: ${Math.round(box.getBoundingClientRect().width)}px > ${m.clientWidth}px`);
+    const w = box.getBoundingClientRect().width;
+    if (m.clientWidth > 0 && (wide(m) || w > m.clientWidth + 1))
+      out.math.push(`${m.id || "(no label)"}: ${Math.round(w)}px > ${m.clientWidth}px`);
   }
-  for (const e of document.querySelectorAll("mjx-merror")) out.mathjax_errors.push(e.getAttribute("data-mjx-error") || text(e));
-  for (const a of document.querySelectorAll("span.bibtex-citation a")) {
+  for (const e of document.querySelectorAll("mjx-merror"))
+    out.mathjax_errors.push(e.getAttribute("data-mjx-error") || text(e));
+  for (const a of document.querySelectorAll("span.bibtex-citation a"))
     out.cites.push([a.textContent.trim(), a.href]);
-  }
+  for (const c of document.querySelectorAll("article code.xref.py"))
+    if (!c.closest("a")) out.unlinked.push(text(c));
   done(out);
 }).catch((e) => done({error: String(e)}));
 """
@@ -151,8 +157,11 @@ ready.then(() => {
 
 @pytest.mark.slow
 def test_pages_fit_the_column_typeset_cleanly_and_cite_unambiguously(site, served):
-    """At 1280 px: no code block or display equation scrolls sideways, MathJax reports no
-    error and leaves no formula untypeset, and every citation label names one paper."""
+    """At 1280 px: no code block or display equation scrolls sideways, MathJax reports
+    no error and leaves no formula untypeset, every citation label names one paper, and
+    every reference to the library's API resolves to its entry."""
+    import re
+
     browser = _chromium()
     problems, labels = [], {}
     try:
@@ -162,25 +171,27 @@ def test_pages_fit_the_column_typeset_cleanly_and_cite_unambiguously(site, serve
             out = browser.execute_async_script(_LAYOUT_JS)
             assert "error" not in out, f"{f}: MathJax did not start: {out['error']}"
             problems += [f"{f}: code wider than its column, {c}" for c in out["code"]]
-            problems += [f"{f}: display equation wider than its column, {m}" for m in out["math"]]
+            problems += [f"{f}: display equation wider than its column, {m}"
+                         for m in out["math"]]
             problems += [f"{f}: MathJax error: {e}" for e in out["mathjax_errors"]]
             problems += [f"{f}: formula left untypeset: {u}" for u in out["untypeset"]]
+            problems += [f"{f}: API reference to nothing: {u}" for u in out["unlinked"]]
             for text, target in out["cites"]:
                 labels.setdefault(text, set()).add(target)
     finally:
         browser.quit()
-    bib = (site / "book" / "bibliography.html").read_text()
     assert labels, "no citation found on any page: the check itself is broken"
-    ambiguous = {t: sorted(ids) for t, ids in labels.items() if len(ids) > 1}
-    problems += [f"citation label {t!r} links to {len(ids)} different entries" for t, ids in ambiguous.items()]
-    import re
-
-    bib_labels = re.findall(r'<span class="label"><span class="fn-bracket">\[</span>(.*?)<span', bib)
-    dup = sorted({b for b in bib_labels if bib_labels.count(b) > 1})
-    problems += [f"bibliography label {b!r} is used for two entries" for b in dup]
-    missing = sorted({t for t in labels if t not in bib_labels})
-    problems += [f"in-text citation {t!r} is not a bibliography label" for t in missing]
-    assert not problems, f"{len(problems)} problems on the site:\n" + "\n".join(problems)
+    problems += [f"citation label {t!r} links to {len(ids)} different entries"
+                 for t, ids in labels.items() if len(ids) > 1]
+    bib = (site / "book" / "bibliography.html").read_text()
+    pattern = r'<span class="label"><span class="fn-bracket">\[</span>(.*?)<span'
+    bib_labels = re.findall(pattern, bib)
+    problems += [f"bibliography label {b!r} is used for two entries"
+                 for b in sorted({b for b in bib_labels if bib_labels.count(b) > 1})]
+    problems += [f"in-text citation {t!r} is not a bibliography label"
+                 for t in sorted(set(labels) - set(bib_labels))]
+    assert not problems, (f"{len(problems)} problems on the site:\n"
+                          + "\n".join(problems))
 
 
 def test_install_cells_use_the_one_repository_url():
