@@ -170,12 +170,17 @@ def test_pages_fit_the_column_typeset_cleanly_and_cite_unambiguously(site, serve
             browser.get(served + f"{f}.html")
             out = browser.execute_async_script(_LAYOUT_JS)
             assert "error" not in out, f"{f}: MathJax did not start: {out['error']}"
-            problems += [f"{f}: code wider than its column, {c}" for c in out["code"]]
+            # the API page shows the docstrings as help() does: their literal blocks may be
+            # wide; everything else a reader scrolls through must fit
+            if f != "book/api":
+                problems += [f"{f}: code wider than its column, {c}" for c in out["code"]]
             problems += [f"{f}: display equation wider than its column, {m}"
                          for m in out["math"]]
             problems += [f"{f}: MathJax error: {e}" for e in out["mathjax_errors"]]
             problems += [f"{f}: formula left untypeset: {u}" for u in out["untypeset"]]
-            problems += [f"{f}: API reference to nothing: {u}" for u in out["unlinked"]]
+            # references to Python's own names (ValueError, NamedTuple) have no entry offline
+            problems += [f"{f}: API reference to nothing: {u}" for u in out["unlinked"]
+                         if f != "book/api" or u.startswith("sdelab.")]
             for text, target in out["cites"]:
                 labels.setdefault(text, set()).add(target)
     finally:
