@@ -21,6 +21,10 @@ CHAPTER_MODULES = {
     "ch07": "ch07_conditional",
     "ch08": "ch08_imputation",
     "ch09": "ch09_scaling",
+    "langevin": "langevin_ncsn",
+    "ddpm": "ddpm",
+    "parametrisations": "parametrisations",
+    "flow_matching": "flow_matching",
 }
 
 

@@ -4,9 +4,36 @@
 a toy distribution's exact score (:mod:`sdelab.toy`) are interchangeable.
 """
 
+import os as _os
+
+# Before torch loads (sdelab imports it just below): OpenMP threads that sleep when idle
+# instead of spin-waiting. libgomp reads this once, when torch is imported; with the default,
+# one other busy process on a 2-core machine made torch jobs 20-40x slower, with PASSIVE about
+# 2x (benchmarks/contention.py). It changes nothing when torch was imported first, and an
+# explicit setting (e.g. OMP_WAIT_POLICY=ACTIVE) is kept. See the README, "A busy machine".
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .sde import SDE, SDE_NAMES, SubVPSDE, VESDE, VPSDE, make_sde, sde_from_config
 from .utils import default_device
 
 __version__ = "0.1.0"
+
+# The submodules load on first use (``sdelab.samplers.euler_maruyama`` works after a plain
+# ``import sdelab``), so ``import sdelab`` stays light: no scipy, matplotlib or torchvision
+# until a module that needs them is touched.
+SUBMODULES = ("checks", "checkpoints", "cli", "data", "generate", "guidance", "inpainting", "likelihood",
+              "losses", "metrics", "nets", "plot", "samplers", "schedules", "sde", "toy", "train", "utils")
+
+
+def __getattr__(name: str):
+    if name in SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'sdelab' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(SUBMODULES))
 
 __all__ = ["SDE", "SDE_NAMES", "VESDE", "VPSDE", "SubVPSDE", "make_sde", "sde_from_config", "default_device"]

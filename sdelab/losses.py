@@ -189,10 +189,12 @@ class DSMObjective:
         self.sde, self.weighting, self.importance_sampling, self.p_uncond = sde, weighting, importance_sampling, p_uncond
 
     def config(self) -> dict:
+        """The objective's settings as a JSON-able dict (stored in run folders and cards)."""
         return {"objective": "dsm", "weighting": self.weighting, "importance_sampling": self.importance_sampling,
                 "p_uncond": self.p_uncond}
 
     def draw(self, n: int, sample_shape, generator, device, dtype) -> dict:
+        """The randomness of one global batch of ``n``: times ``t``, noise ``z``, label-drop uniforms ``u``."""
         t = sample_time(n, self.sde, importance_sampling=self.importance_sampling, generator=generator,
                         device=device, dtype=dtype)
         z = torch.randn((n, *sample_shape), generator=generator, device=device, dtype=dtype)
@@ -217,9 +219,11 @@ class ClassifierObjective:
         self.sde = sde
 
     def config(self) -> dict:
+        """The objective's settings as a JSON-able dict (stored in run folders and cards)."""
         return {"objective": "noisy_classifier" if self.sde is not None else "classifier"}
 
     def draw(self, n: int, sample_shape, generator, device, dtype) -> dict:
+        """Times ``t`` and noise ``z`` of one global batch of ``n`` for a noisy classifier (nothing for a clean one)."""
         if self.sde is None:
             return {}
         t = sample_time(n, self.sde, generator=generator, device=device, dtype=dtype)

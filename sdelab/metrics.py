@@ -57,6 +57,7 @@ import scipy.linalg
 import torch
 from scipy.special import rel_entr
 
+from . import checks
 from .utils import Tensor
 
 __all__ = [
@@ -172,6 +173,16 @@ def _check_stats(mu: np.ndarray, sigma: np.ndarray, which: str) -> None:
         raise ValueError(f"{which} statistics: mu must be (F,) and sigma (F, F); got {mu.shape} and {sigma.shape}")
     if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
         raise ValueError(f"{which} statistics contain NaN or infinite values")
+    # a covariance is symmetric positive semi-definite; anything else has no Gaussian (and gave
+    # silently wrong distances, e.g. 0.0 for a negative-definite one). Tolerance: 1e-6 of the
+    # largest entry / eigenvalue, far above the round-off of a float64 sample covariance.
+    scale = max(np.abs(sigma).max(initial=0.0), np.finfo(np.float64).tiny)
+    if np.abs(sigma - sigma.T).max(initial=0.0) > 1e-6 * scale:
+        raise ValueError(f"{which} statistics: sigma must be a symmetric covariance matrix")
+    w = np.linalg.eigvalsh(0.5 * (sigma + sigma.T))
+    if w.size and w.min() < -1e-6 * max(np.abs(w).max(), np.finfo(np.float64).tiny):
+        raise ValueError(f"{which} statistics: sigma must be positive semi-definite (a covariance), but its "
+                         f"smallest eigenvalue is {w.min():.3g} (largest {w.max():.3g})")
 
 
 def _psd_eigh(a: np.ndarray, vectors: bool = True):
@@ -299,15 +310,16 @@ def _to_model_range(x: Tensor) -> Tensor:
         return x.float() * (2 / 255) - 1  # the same map as sdelab.data.to_model_range
     if not x.is_floating_point():
         raise TypeError(f"images must be float in [-1, 1] or uint8, got dtype {x.dtype}")
-    return x
+    # one host read per batch (not per network evaluation): pixels in [0, 255] as floats would
+    # otherwise give silently different features
+    return checks.in_range(x, "images", -1 - 1e-6, 1 + 1e-6,
+                           hint="pass float images in the model range [-1, 1] or uint8 pixels")
 
 
 def _batches(images, num_samples: int, batch_size: int):
     """Yield exactly ``num_samples`` images in batches, from an array or from a sampler ``n -> images``."""
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    checks.integer(num_samples, "num_samples", minimum=1)
+    checks.integer(batch_size, "batch_size", minimum=1)
     if callable(images) and not isinstance(images, (Tensor, np.ndarray)):
         done = 0
         while done < num_samples:
