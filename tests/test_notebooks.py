@@ -74,24 +74,28 @@ def test_code_cells_are_short(nb: Path):
                      "reader need not see into sdelab):\n" + "\n".join(big))
 
 
-# Chapter and exercise numbers come from Sphinx (the chapters are numbered in _toc.yml), so
+# Chapter and exercise numbers come from Sphinx (chapters are numbered in _toc.yml), so
 # prose must not type them: the book's order changes, and a typed number would then lie.
-_TYPED_NUMBER = re.compile(r"\b(?:[Cc]hapters? \d|[Cc]h\. ?\d|[Ee]xercises? [A-Z0-9]+\.\d)")
+_TYPED_NUMBER = re.compile(
+    r"\b(?:[Cc]hapters? \d|[Cc]h\. ?\d|[Ee]xercises? [A-Z0-9]+\.\d)")
 _EXERCISE_TITLE = re.compile(r":::\{exercise\} +[A-Z0-9]+\.\d+[:.]")
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_no_typed_chapter_or_exercise_numbers(nb: Path):
-    """Links instead of numbers: {doc}`03_score_matching`, {numref}`ex-label`, {eq}`label`;
-    exercises are numbered by sphinx-exercise (no ``:nonumber:``, no "3.1:" in the title)."""
+    """Links instead of numbers: {doc}`03_score_matching`, {numref}`ex-label`,
+    {eq}`label`; exercises are numbered by sphinx-exercise (no ``:nonumber:``, no "3.1:"
+    in the title)."""
     cells = json.loads(nb.read_text())["cells"]
     bad = []
     for i, cell in enumerate(cells):
         if cell["cell_type"] != "markdown":
             continue
         src = "".join(cell["source"])
-        bad += [f"cell {i}: typed number {m.group(0)!r}" for m in _TYPED_NUMBER.finditer(src)]
+        bad += [f"cell {i}: typed number {m.group(0)!r}"
+                for m in _TYPED_NUMBER.finditer(src)]
         bad += [f"cell {i}: numbered exercise title {m.group(0)!r}"
                 for m in _EXERCISE_TITLE.finditer(src)]
-        bad += [f"cell {i}: ':nonumber:' exercise" for _ in re.finditer(":nonumber:", src)]
+        bad += [f"cell {i}: ':nonumber:' exercise"
+                for _ in re.finditer(":nonumber:", src)]
     assert not bad, f"{nb.name}:\n" + "\n".join(bad)
