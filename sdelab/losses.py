@@ -17,7 +17,7 @@ is the plain noise-prediction error (Ho et al. 2020), and the *likelihood weight
 :math:`\lambda = g(t)^2` (Song, Durkan et al. 2021, Thm. 1) multiplies it by :math:`w(t) = g^2/\sigma^2`.
 
 **Importance sampling.** For every SDE here :math:`g(t)^2/\sigma(t)^2 = -2\,\frac{d}{dt}\log\mathrm{SNR}^{1/2}(t)`
-with :math:`\log\mathrm{SNR}^{1/2} = \log\alpha - \log\sigma` (:meth:`sdelab.sde.SDE.log_snr`); e.g. for VP,
+with :math:`\log\mathrm{SNR}^{1/2} = \log\alpha - \log\sigma` (:meth:`sdelab.sde.SDE.half_log_snr`); e.g. for VP,
 :math:`\frac{d}{dt}[\log\alpha - \log\sigma] = -\frac{\beta}{2} - \frac{\beta e^{-B}}{2(1 - e^{-B})} = -\frac{\beta}{2\sigma^2}`.
 So drawing :math:`t` with density :math:`q(t) = w(t)/Z` is drawing :math:`\lambda_{\rm snr}` uniformly
 on :math:`[\lambda_{\rm snr}(T), \lambda_{\rm snr}(\epsilon)]` and mapping back with
