@@ -18,4 +18,23 @@ from .utils import default_device
 
 __version__ = "0.1.0"
 
+# The submodules load on first use (``sdelab.samplers.euler_maruyama`` works after a plain
+# ``import sdelab``), so ``import sdelab`` stays light: no scipy, matplotlib or torchvision
+# until a module that needs them is touched.
+SUBMODULES = ("checks", "checkpoints", "cli", "data", "ddpm", "flow", "generate", "guidance", "inpainting",
+              "langevin", "likelihood", "parametrisation",
+              "losses", "metrics", "nets", "plot", "samplers", "schedules", "sde", "toy", "train", "utils")
+
+
+def __getattr__(name: str):
+    if name in SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'sdelab' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(SUBMODULES))
+
 __all__ = ["SDE", "SDE_NAMES", "VESDE", "VPSDE", "SubVPSDE", "make_sde", "sde_from_config", "default_device"]

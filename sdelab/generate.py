@@ -142,7 +142,7 @@ def sample_from_checkpoint(
         raise ValueError(f"checkpoint {ckpt.card.get('name')!r} is not an image model (its net config has no "
                          "in_channels/image_size)")
     shape = (cfg["in_channels"], cfg["image_size"], cfg["image_size"])
-    kwargs = dict(sampler_kwargs, denoise=denoise)
+    kwargs = dict(sampler_kwargs, final_denoise=denoise)
     if takes_steps:
         kwargs["steps"] = steps
 

@@ -32,18 +32,19 @@ isotropic, so the perturbed densities transform with :math:`M` and the score in 
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from .samplers import SampleResult, euler_maruyama_step, langevin_step, reverse_diffusion_step, time_grid
+from . import checks
+from . import samplers as _samplers
+from .samplers import SampleResult
 from .sde import SDE
-from .utils import ScoreFn, Tensor, check_finite
+from .utils import ScoreFn, Tensor
 
 __all__ = [
-    "SAMPLERS",
+    "IMPUTE_SAMPLERS",
     "COLOR_TRANSFORM",
     "as_mask",
     "box_mask",
@@ -54,7 +55,8 @@ __all__ = [
     "colorize",
 ]
 
-SAMPLERS = ("euler_maruyama", "reverse_diffusion", "predictor_corrector")
+IMPUTE_SAMPLERS = ("euler_maruyama", "reverse_diffusion", "predictor_corrector")
+"""The samplers :func:`impute` can run (those with a ``project`` hook)."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -114,19 +116,6 @@ def random_mask(shape: Sequence[int], observed: float, generator: torch.Generato
 # ----------------------------------------------------------------------------------------------
 # Imputation
 # ----------------------------------------------------------------------------------------------
-def _times(sde: SDE, steps, grid, rho) -> list[float]:
-    if isinstance(grid, str):
-        if steps is None:
-            raise ValueError("steps is required with a named grid")
-        return time_grid(sde, steps, grid, rho, dtype=torch.float64).tolist()
-    ts = [float(t) for t in (grid.tolist() if isinstance(grid, Tensor) else grid)]
-    if len(ts) < 2 or not all(a > b for a, b in zip(ts, ts[1:])):
-        raise ValueError("an explicit grid must hold at least two strictly decreasing times")
-    if steps is not None and steps != len(ts) - 1:
-        raise ValueError(f"steps={steps} disagrees with the explicit grid of {len(ts) - 1} intervals")
-    return ts
-
-
 def _renoise(sde: SDE, y: Tensor, t: float, generator: torch.Generator | None) -> Tensor:
     r""":math:`\hat y(t) = \alpha(t)y + \sigma(t)z`, a draw from the SDE's kernel :math:`p_{0t}(\cdot \mid y)`."""
     alpha, sigma = sde.marginal_coeffs(torch.tensor([t], dtype=torch.float64))
@@ -136,88 +125,58 @@ def _renoise(sde: SDE, y: Tensor, t: float, generator: torch.Generator | None) -
 
 @torch.no_grad()
 def impute(score_fn: ScoreFn, sde: SDE, y: Tensor, mask, *, steps: int | None = None, grid="uniform",
-           rho: float = 7.0, sampler: str = "euler_maruyama", corrector_steps: int = 1, snr: float = 0.16,
-           norm: str = "batch", generator: torch.Generator | int | None = None, x_T: Tensor | None = None,
-           denoise: bool = False, return_trajectory: bool = False) -> SampleResult:
+           rho: float = 7.0, t_end: float | None = None, sampler: str = "euler_maruyama", corrector_steps: int = 1,
+           snr: float = 0.16, norm: str = "batch", generator: torch.Generator | int | None = None,
+           x_T: Tensor | None = None, final_denoise: bool = False, return_trajectory: bool = False) -> SampleResult:
     r"""Fill in the unobserved entries of ``y`` by the replacement method (Song et al. 2021, App. I.2).
 
-    From :math:`x_T` (unknown entries from the prior, observed ones :math:`\hat y(T)`), for each
-    grid step :math:`t_i \to t_{i+1}`: one ``sampler`` update of the whole state, then the observed
-    entries are replaced by :math:`\hat y(t_{i+1}) = \alpha(t_{i+1})y + \sigma(t_{i+1})z`; with
-    ``"predictor_corrector"``, ``corrector_steps`` Langevin steps at :math:`t_{i+1}` follow (snr,
-    norm as in :func:`sdelab.samplers.langevin_step`), each again followed by a replacement.
-    Finally (after the optional Tweedie ``denoise`` of the unknown entries) the observed entries
-    are set to ``y`` exactly.
+    Runs the sampler ``sampler`` of :mod:`sdelab.samplers` with a projection: from :math:`x_T`
+    (unknown entries from the prior, observed ones :math:`\hat y(T)`), after every update to a
+    time :math:`t` (predictor and each corrector step alike) the observed entries are replaced by
+    :math:`\hat y(t) = \alpha(t)y + \sigma(t)z`. Finally (after the optional Tweedie step
+    ``final_denoise``) the observed entries are set to ``y`` exactly.
 
     Args:
         score_fn: the unconditional ``score_fn(x, t)`` of the data (a trained net or an exact score).
         sde: its forward SDE.
         y: ``(B, ...)`` data; only the observed entries are read (the rest may hold anything, even NaN).
         mask: True / 1 where observed (:func:`as_mask`: a tensor or NumPy array, per sample or shared).
-        steps, grid, rho: the time grid (:func:`sdelab.samplers.time_grid`, or an explicit decreasing sequence).
-        sampler: ``"euler_maruyama"``, ``"reverse_diffusion"`` or ``"predictor_corrector"`` (reverse-diffusion
-            predictor + Langevin corrector).
+        steps, grid, rho, t_end: the time grid (:func:`sdelab.samplers.time_grid`, or an explicit
+            decreasing sequence).
+        sampler: ``"euler_maruyama"``, ``"reverse_diffusion"`` or ``"predictor_corrector"``
+            (reverse-diffusion predictor + ``corrector_steps`` Langevin steps with ``snr``, ``norm``).
         generator: ``torch.Generator`` (or int seed) for all the noise, prior draw included.
         x_T: optional initial state (its observed entries are replaced by :math:`\hat y(T)`).
-        denoise: finish with one Tweedie step on the unknown entries (one more NFE).
+        final_denoise: finish with one Tweedie step (one more NFE); observed entries stay ``y``.
         return_trajectory: also return the states after each grid step.
 
     Returns a :class:`sdelab.samplers.SampleResult` (``x``, ``nfe``, ``times``, ``trajectory``).
     """
-    if not callable(score_fn):
-        raise TypeError(f"score_fn must be callable as score_fn(x, t), got {type(score_fn).__name__}")
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be an sdelab.sde.SDE, got {type(sde).__name__}")
-    if not isinstance(y, Tensor) or not y.is_floating_point() or y.dim() < 1:
-        raise TypeError(f"y must be a floating-point tensor of shape (B, ...), got {type(y).__name__}")
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-    if isinstance(corrector_steps, bool) or not isinstance(corrector_steps, numbers.Integral) or corrector_steps < 0:
-        raise ValueError(f"corrector_steps must be an integer >= 0, got {corrector_steps!r}")
+    checks.callable_(score_fn, "score_fn", "score_fn(x, t)")
+    checks.sde(sde)
+    checks.tensor(y, "y", floating=True, min_ndim=1, finite=False)
+    checks.choice(sampler, "sampler", IMPUTE_SAMPLERS)
     mask = as_mask(mask, y)
-    check_finite(y[mask], "y (observed entries)")
+    checks.finite(y[mask], "y (observed entries)")
     y = torch.where(mask, y, torch.zeros((), dtype=y.dtype, device=y.device))
-    if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
-        generator = torch.Generator(device=y.device).manual_seed(int(generator))
-    elif generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
-    times = _times(sde, steps, grid, rho)
+    generator = checks.generator(generator, like=y)
     if x_T is None:
         x_T = sde.prior_sample(y.shape, generator=generator, device=y.device, dtype=y.dtype)
-    elif x_T.shape != y.shape:
-        raise ValueError(f"x_T must have the shape of y {tuple(y.shape)}, got {tuple(x_T.shape)}")
-    check_finite(x_T, "x_T")
+    else:
+        checks.same_shape(checks.tensor(x_T, "x_T"), y, "x_T", "y")
+    kwargs = {"corrector_steps": corrector_steps, "snr": snr, "norm": norm} if sampler == "predictor_corrector" else {}
+
+    def replace(x: Tensor, t: float) -> Tensor:
+        return torch.where(mask, _renoise(sde, y, t, generator), x)
 
     observed = bool(mask.any())  # with nothing observed this is the plain sampler, noise for noise
-
-    def replace(x, t):
-        return torch.where(mask, _renoise(sde, y, t, generator), x) if observed else x
-
-    x = replace(x_T, times[0])
-    trajectory = [x] if return_trajectory else None
-    nfe = 0
-    for t, t_next in zip(times[:-1], times[1:]):
-        if sampler == "euler_maruyama":
-            x = euler_maruyama_step(score_fn, sde, x, t, t_next, generator=generator)
-        else:
-            x = reverse_diffusion_step(score_fn, sde, x, t, t_next, generator=generator)
-        x = replace(x, t_next)
-        nfe += 1
-        if sampler == "predictor_corrector":
-            for _ in range(corrector_steps):
-                x = langevin_step(score_fn, sde, x, t_next, snr=snr, t_prev=t, norm=norm, generator=generator)
-                x = replace(x, t_next)
-                nfe += 1
-        if trajectory is not None:
-            trajectory.append(x)
-    if denoise:
-        alpha, sigma = sde.marginal_coeffs(torch.tensor([times[-1]], dtype=torch.float64))
-        t_vec = torch.full((x.shape[0],), times[-1], dtype=x.dtype, device=x.device)
-        x = (x + sigma.item() ** 2 * score_fn(x, t_vec)) / alpha.item()
-        nfe += 1
-    x = torch.where(mask, y, x)
-    return SampleResult(x=x, nfe=nfe, times=torch.tensor(times, dtype=y.dtype, device=y.device),
-                        trajectory=torch.stack(trajectory) if trajectory is not None else None)
+    x_T = replace(x_T, sde.T if isinstance(grid, str) else float(grid[0])) if observed else x_T
+    res = _samplers.SAMPLERS[sampler](score_fn, sde, x_T, steps=steps, grid=grid, rho=rho, t_end=t_end,
+                                      generator=generator, final_denoise=final_denoise,
+                                      return_trajectory=return_trajectory, project=replace if observed else None,
+                                      **kwargs)
+    res.x = torch.where(mask, y, res.x)
+    return res
 
 
 # ----------------------------------------------------------------------------------------------

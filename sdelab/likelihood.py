@@ -63,13 +63,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
-from scipy.integrate import solve_ivp
 
-from .sde import SDE
-from .utils import ScoreFn, Tensor, check_finite
+from . import checks
+from .samplers import solve_probability_flow
+from .sde import SDE, ReverseSDE
+from .utils import ScoreFn, Tensor
 
 __all__ = [
     "BitsPerDimResult",
@@ -115,6 +117,7 @@ class LikelihoodResult:
 
     @property
     def num_dims(self) -> int:
+        """The dimension D of one data point (the product of its trailing shape)."""
         return self.x_T[0].numel()
 
     @property
@@ -140,10 +143,12 @@ class BitsPerDimResult:
 
     @property
     def nfe(self) -> int:
+        """Score evaluations of the ODE solve."""
         return self.likelihood.nfe
 
     @property
     def mean(self) -> float:
+        """The mean bits/dim over the batch."""
         return self.bpd.mean().item()
 
 
@@ -193,9 +198,9 @@ def hutchinson_divergence(fn, x: Tensor, probes: Tensor) -> Tensor:
         if not out.requires_grad:  # F does not depend on x: every vector-Jacobian product is 0
             return total.detach()
         for k in range(n):
-            eps = probes[k].to(out.dtype)
-            (vjp,) = torch.autograd.grad(out, x, grad_outputs=eps, retain_graph=k < n - 1)
-            total = total + (vjp * eps).reshape(x.shape[0], -1).sum(1)
+            v = probes[k].to(out.dtype)
+            (vjp,) = torch.autograd.grad(out, x, grad_outputs=v, retain_graph=k < n - 1)
+            total = total + (vjp * v).reshape(x.shape[0], -1).sum(1)
     return (total / n).detach()
 
 
@@ -208,10 +213,10 @@ def draw_probes(n: int, like: Tensor, noise: str = "rademacher", generator: torc
     gen_device = generator.device if generator is not None else like.device
     shape = (n, *like.shape)
     if noise == "rademacher":
-        eps = torch.randint(0, 2, shape, generator=generator, device=gen_device).to(like.dtype) * 2 - 1
+        v = torch.randint(0, 2, shape, generator=generator, device=gen_device).to(like.dtype) * 2 - 1
     else:
-        eps = torch.randn(shape, generator=generator, device=gen_device, dtype=like.dtype)
-    return eps.to(like.device)
+        v = torch.randn(shape, generator=generator, device=gen_device, dtype=like.dtype)
+    return v.to(like.device)
 
 
 def _check_same_shape(out: Tensor, x: Tensor) -> None:
@@ -237,6 +242,8 @@ def log_likelihood(
     generator: torch.Generator | None = None,
     dtype: torch.dtype | None = None,
     method: str = "RK45",
+    prior_logp: Callable[[Tensor], Tensor] | None = None,
+    data_range: tuple[float, float] | None = None,
 ) -> LikelihoodResult:
     r""":math:`\log p_{t_0}(x)` by the probability-flow ODE and the instantaneous change of variables.
 
@@ -260,45 +267,48 @@ def log_likelihood(
         rtol, atol: tolerances of the adaptive solver (on ``x`` and on :math:`\delta` alike).
         t0: start time, ``0 <= t0 < sde.T``. A network is only reliable down to the smallest
             time it was trained on.
-        generator: source of the Hutchinson probes.
+        generator: source of the Hutchinson probes (a ``torch.Generator`` or an int seed).
         dtype: dtype in which ``score_fn`` is evaluated (default: ``x``'s floating dtype, so a
             float32 network gets float32). The solver's state and :math:`\delta` are float64.
         method: any ``scipy.integrate.solve_ivp`` method (``"RK45"``, ``"DOP853"``, ...).
+        prior_logp: ``prior_logp(x_T) -> (B,)`` log-density used for :math:`\log p_T` in place of
+            :meth:`~sdelab.sde.SDE.prior_logp` (:math:`\mathcal N(0, \sigma_T^2 I)`), e.g. a toy's
+            exact :math:`\log p_T`, which removes the prior mismatch (float64 ``x_T``).
+
+        data_range: if given, ``(lo, hi)`` that every entry of ``x`` must lie in (the model's
+            range, e.g. ``(-1, 1)``): images in [0, 255] or [0, 1] are refused before the solve.
+
+    A NaN/Inf score stops the solve with ``ValueError`` (no hang in scipy); the ODE is solved
+    piecewise between the schedule's kinks (:func:`sdelab.samplers.solve_probability_flow`).
 
     Returns:
         A :class:`LikelihoodResult` with ``logp``, ``prior_logp``, ``delta_logp``, ``x_T``, ``nfe``.
     """
-    if not callable(score_fn):
-        raise TypeError(f"score_fn must be callable as score_fn(x, t), got {type(score_fn).__name__}")
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be an sdelab SDE, got {type(sde).__name__}")
-    if not isinstance(x, Tensor) or x.dim() < 2:
-        raise ValueError(f"x must be a tensor of shape (B, ...) with at least 2 dims, got "
-                         f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
-    if divergence not in DIVERGENCES:
-        raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
-    for name, tol in (("rtol", rtol), ("atol", atol)):
-        if not (isinstance(tol, (int, float)) and tol > 0):
-            raise ValueError(f"{name} must be a positive number, got {tol!r}")
-    t0 = float(sde.eps if t0 is None else t0)
+    checks.callable_(score_fn, "score_fn", "score_fn(x, t)")
+    checks.sde(sde)
+    checks.tensor(x, "x", min_ndim=2)
+    if data_range is not None:
+        lo, hi = (checks.real(v, "data_range") for v in data_range)
+        checks.in_range(x, "x", lo, hi, hint="map the data to the model's range first (e.g. [0, 255] -> [-1, 1])")
+    checks.choice(divergence, "divergence", DIVERGENCES)
+    if prior_logp is not None:
+        checks.callable_(prior_logp, "prior_logp", "prior_logp(x_T) -> (B,)")
+    rtol, atol = checks.real(rtol, "rtol", positive=True), checks.real(atol, "atol", positive=True)
     t1 = float(sde.T)
-    if not (0.0 <= t0 < t1):
-        raise ValueError(f"t0 must satisfy 0 <= t0 < T = {t1}; got t0={t0}")
+    t0 = checks.real(sde.eps if t0 is None else t0, "t0", lo=0.0, hi=t1, hi_open=True)
+    generator = checks.generator(generator, like=x)
     if dtype is None:
         dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
-    x = check_finite(x.detach().to(dtype), "x")
+    x = x.detach().to(dtype)
     shape, device, batch = x.shape, x.device, x.shape[0]
     d = x[0].numel()
     n_x = x.numel()
 
-    eps = draw_probes(probes, x, noise, generator) if divergence == "hutchinson" else None
-
-    def coeffs(t: float) -> tuple[float, float]:
-        tt = torch.tensor([t], dtype=torch.float64)
-        return sde.drift_coeff(tt).item(), sde.diffusion_coeff(tt).item() ** 2
+    v = draw_probes(probes, x, noise, generator) if divergence == "hutchinson" else None
+    ode = ReverseSDE(sde, score_fn, probability_flow=True)
 
     def rhs(t: float, y: np.ndarray) -> np.ndarray:
-        f, g2 = coeffs(t)
+        f, half_g2, _ = ode.coefficients(t)
         xt = torch.from_numpy(y[:n_x]).to(device=device, dtype=dtype).reshape(shape)
         tb = torch.full((batch,), t, device=device, dtype=dtype)
         score = None
@@ -308,41 +318,27 @@ def log_likelihood(
             score = score_fn(z, tb)
             return score
 
-        if divergence == "exact":
-            div_s = exact_divergence(score_of, xt)
-        else:
-            div_s = hutchinson_divergence(score_of, xt, eps)
-        dx = f * xt - 0.5 * g2 * score.detach()
-        ddelta = d * f - 0.5 * g2 * div_s.to(torch.float64)
+        div_s = exact_divergence(score_of, xt) if v is None else hutchinson_divergence(score_of, xt, v)
+        dx = ode.drift_at(xt, t, score.detach())
+        ddelta = d * f - half_g2 * div_s.to(torch.float64)
         return np.concatenate([dx.reshape(-1).cpu().to(torch.float64).numpy(), ddelta.cpu().numpy()])
 
-    y = np.concatenate([x.reshape(-1).cpu().to(torch.float64).numpy(), np.zeros(batch)])
-    nfe = 0
-    for a, b in _segments(sde, t0, t1):
-        sol = solve_ivp(rhs, (a, b), y, method=method, rtol=rtol, atol=atol)
-        if not sol.success:
-            raise RuntimeError(f"the probability-flow ODE solve failed on [{a:g}, {b:g}]: {sol.message}")
-        y, nfe = sol.y[:, -1], nfe + int(sol.nfev)
+    y0 = np.concatenate([x.reshape(-1).cpu().to(torch.float64).numpy(), np.zeros(batch)])
+    y, nfe, _, _ = solve_probability_flow(rhs, sde, y0, t0, t1, method=method, rtol=rtol, atol=atol)
     y1 = torch.from_numpy(y.copy()).to(device)
     x_T = y1[:n_x].reshape(shape)
     delta = y1[n_x:]
-    prior = sde.prior_logp(x_T)
+    prior = sde.prior_logp(x_T) if prior_logp is None else _prior(prior_logp, x_T)
     return LikelihoodResult(logp=prior + delta, prior_logp=prior, delta_logp=delta, x_T=x_T, nfe=nfe,
                             t0=t0, t1=t1)
 
 
-def _segments(sde: SDE, t0: float, t1: float) -> list[tuple[float, float]]:
-    """``[(t0, t1)]``, split where the SDE's coefficients have a kink.
-
-    The clipped cosine rate (:class:`~sdelab.schedules.CosineBeta`) is continuous at ``t_c`` but
-    its derivative jumps there (from about 200 to 0). An embedded Runge-Kutta pair's error
-    estimate assumes a smooth right-hand side; a step straddling the kink is accepted with an
-    underestimated error. Solving the two smooth pieces separately keeps the estimate valid.
-    """
-    t_c = getattr(getattr(sde, "schedule", None), "t_c", None)
-    if t_c is not None and t0 < t_c < t1:
-        return [(t0, float(t_c)), (float(t_c), t1)]
-    return [(t0, t1)]
+def _prior(prior_logp, x_T: Tensor) -> Tensor:
+    out = prior_logp(x_T)
+    if not isinstance(out, Tensor) or out.shape != (x_T.shape[0],):
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"prior_logp must return a tensor of shape (B,) = ({x_T.shape[0]},), got {got}")
+    return out.to(torch.float64)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -425,6 +421,7 @@ def bits_per_dim(
     ``generator`` draws the dequantization noise first, then the Hutchinson probes. One
     dequantization draw per image; average several calls for a lower-variance estimate.
     """
+    generator = checks.generator(generator, like=images if isinstance(images, Tensor) else None)
     y = dequantize_uniform(images, levels=levels, model_range=model_range, generator=generator, dtype=dtype)
     res = log_likelihood(score_fn, sde, y, generator=generator, **ode_kwargs)
     bpd = bpd_from_logp(res.logp, y[0].numel(), model_range=model_range, levels=levels)

@@ -17,7 +17,7 @@ is the plain noise-prediction error (Ho et al. 2020), and the *likelihood weight
 :math:`\lambda = g(t)^2` (Song, Durkan et al. 2021, Thm. 1) multiplies it by :math:`w(t) = g^2/\sigma^2`.
 
 **Importance sampling.** For every SDE here :math:`g(t)^2/\sigma(t)^2 = -2\,\frac{d}{dt}\log\mathrm{SNR}^{1/2}(t)`
-with :math:`\log\mathrm{SNR}^{1/2} = \log\alpha - \log\sigma` (:meth:`sdelab.sde.SDE.log_snr`); e.g. for VP,
+with :math:`\log\mathrm{SNR}^{1/2} = \log\alpha - \log\sigma` (:meth:`sdelab.sde.SDE.half_log_snr`); e.g. for VP,
 :math:`\frac{d}{dt}[\log\alpha - \log\sigma] = -\frac{\beta}{2} - \frac{\beta e^{-B}}{2(1 - e^{-B})} = -\frac{\beta}{2\sigma^2}`.
 So drawing :math:`t` with density :math:`q(t) = w(t)/Z` is drawing :math:`\lambda_{\rm snr}` uniformly
 on :math:`[\lambda_{\rm snr}(T), \lambda_{\rm snr}(\epsilon)]` and mapping back with
@@ -189,10 +189,12 @@ class DSMObjective:
         self.sde, self.weighting, self.importance_sampling, self.p_uncond = sde, weighting, importance_sampling, p_uncond
 
     def config(self) -> dict:
+        """The objective's settings as a JSON-able dict (stored in run folders and cards)."""
         return {"objective": "dsm", "weighting": self.weighting, "importance_sampling": self.importance_sampling,
                 "p_uncond": self.p_uncond}
 
     def draw(self, n: int, sample_shape, generator, device, dtype) -> dict:
+        """The randomness of one global batch of ``n``: times ``t``, noise ``z``, label-drop uniforms ``u``."""
         t = sample_time(n, self.sde, importance_sampling=self.importance_sampling, generator=generator,
                         device=device, dtype=dtype)
         z = torch.randn((n, *sample_shape), generator=generator, device=device, dtype=dtype)
@@ -217,9 +219,11 @@ class ClassifierObjective:
         self.sde = sde
 
     def config(self) -> dict:
+        """The objective's settings as a JSON-able dict (stored in run folders and cards)."""
         return {"objective": "noisy_classifier" if self.sde is not None else "classifier"}
 
     def draw(self, n: int, sample_shape, generator, device, dtype) -> dict:
+        """Times ``t`` and noise ``z`` of one global batch of ``n`` for a noisy classifier (nothing for a clean one)."""
         if self.sde is None:
             return {}
         t = sample_time(n, self.sde, generator=generator, device=device, dtype=dtype)

@@ -126,6 +126,7 @@ def logits_fn_from_net(classifier: nn.Module, sde):
 
 
 def count_params(net: nn.Module) -> int:
+    """Number of parameters of ``net`` (buffers such as the Fourier frequencies excluded)."""
     return sum(p.numel() for p in net.parameters())
 
 
@@ -383,7 +384,11 @@ class UNet(nn.Module):
 
 
 class ScoreNet(UNet):
-    """The book's CPU-sized U-Net (1.07 M parameters at the defaults, 28x28 or 32x32).
+    r"""The book's CPU-sized U-Net (1.07 M parameters at the defaults, 28x28 or 32x32).
+
+    Like every network here it predicts the noise :math:`\epsilon_\theta(c_{\rm in}x_t, t)`, not the
+    score: ``net(x, t)`` is an epsilon prediction, and :func:`score_fn_from_net` turns it into the
+    score :math:`-\epsilon_\theta/\sigma(t)` (module docstring).
 
     Defaults: widths 12/24/48/96 at resolutions 28/14/7/4 (32/16/8/4 for 32x32 inputs), one
     residual block per level and side, self-attention only in the middle (16 positions, cheap).
@@ -509,9 +514,11 @@ class FeatureClassifier(nn.Module):
         self.net = _WideResNet(in_channels, num_classes, width, depth, dropout, None)
 
     def features(self, x: Tensor) -> Tensor:
+        """Penultimate (pooled) features ``(B, 64 width)`` of images in ``[-1, 1]``: the FD's embedding."""
         return self.net.body(x, None)
 
     def forward_with_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(logits, features)`` from one pass."""
         f = self.features(x)
         return self.net.head(f), f
 

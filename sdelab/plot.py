@@ -154,3 +154,35 @@ def results_vs_nfe(results: dict, metrics: tuple[str, ...] = ("fd", "fid"), refe
     axes[-1].set(ylabel="bits/dim (test)", title="likelihood (+- 1 SE)")
     fig.tight_layout()
     return fig
+
+
+def table(header, rows, align: str | None = None):
+    """A result table for a notebook, shown as a real table (Markdown) in Jupyter and on the site.
+
+    ``header`` is a sequence of column titles and ``rows`` a sequence of rows of the same
+    length; cells are written with ``str()`` (format numbers first, e.g. ``f"{x:.3f}"``).
+    ``align`` has one character per column, ``"l"``, ``"r"`` or ``"c"`` (default: the first
+    column left, the others right, as for a column of numbers). Returns an
+    ``IPython.display.Markdown`` object, or the Markdown text when IPython is missing.
+    """
+    header = [str(h) for h in header]
+    rows = [[str(c) for c in row] for row in rows]
+    for i, row in enumerate(rows):
+        if len(row) != len(header):
+            raise ValueError(f"table: row {i} has {len(row)} cells, the header has {len(header)}")
+    align = align or "l" + "r" * (len(header) - 1)
+    if len(align) != len(header) or set(align) - set("lrc"):
+        raise ValueError(f"table: align must have one of 'l', 'r', 'c' per column "
+                         f"({len(header)}), got {align!r}")
+    rule = {"l": ":---", "r": "---:", "c": ":---:"}
+
+    def line(cells):
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    text = "\n".join([line(header), line([rule[a] for a in align])] + [line(r) for r in rows])
+    try:
+        from IPython.display import Markdown
+    except ImportError:  # pragma: no cover - IPython comes with Jupyter
+        return text
+    return Markdown(text)
+__all__ += ["table"]

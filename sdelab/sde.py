@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from . import checks
-from .schedules import CosineBeta, GeometricSigma, LinearBeta, make_schedule
+from .schedules import GeometricSigma, make_schedule
 from .utils import ScoreFn, Tensor, TimeLike, batch_time, expand, log_normal_const
 
 __all__ = ["SDE", "VESDE", "VPSDE", "SubVPSDE", "ReverseSDE", "make_sde", "sde_from_config", "SDE_NAMES"]
@@ -200,23 +200,47 @@ class ReverseSDE:
     .. math:: dx = \big[f(t)x - c\,g(t)^2 s(x, t)\big]dt + (1 - \mathbb 1_{\rm ODE})\,g(t)\,d\bar w,
 
     with :math:`c = 1` for the SDE (Song et al. eq. 6) and :math:`c = \tfrac12` for the
-    probability-flow ODE (eq. 13), whose diffusion is zero.
+    probability-flow ODE (eq. 13), whose diffusion is zero. This is the one place sdelab writes
+    the reverse drift: every sampler and the likelihood take it from here.
+
+    * :meth:`coefficients` gives :math:`(f(t), c\,g(t)^2, g(t))` as Python floats (float64 on the
+      host, from a Python-float time): the scalars a sampler's step multiplies tensors by.
+    * :meth:`drift_at` is the hot path: maths only, for a trusted float ``t`` and a score already
+      evaluated at ``(x, t)``.
+    * :meth:`drift` is the checked public form (``t`` a float or a ``(B,)`` tensor).
     """
 
     sde: SDE
     score_fn: ScoreFn
     probability_flow: bool = False
 
+    @property
+    def c(self) -> float:
+        r"""The score's weight :math:`c`: 1 for the reverse SDE, 1/2 for the probability flow."""
+        return 0.5 if self.probability_flow else 1.0
+
+    def coefficients(self, t: float) -> tuple[float, float, float]:
+        r""":math:`(f(t),\ c\,g(t)^2,\ g_{\rm rev}(t))` as Python floats; :math:`g_{\rm rev} = 0` for the ODE."""
+        tt = torch.tensor([float(t)], dtype=torch.float64)
+        f = self.sde.drift_coeff(tt).item()
+        g = self.sde.diffusion_coeff(tt).item()
+        return f, self.c * g * g, 0.0 if self.probability_flow else g
+
+    def drift_at(self, x: Tensor, t: float, score: Tensor) -> Tensor:
+        r""":math:`f(t)x - c\,g(t)^2 s` for a Python-float ``t`` and ``score`` = :math:`s(x, t)`; no checks."""
+        f, cg2, _ = self.coefficients(t)
+        return f * x - cg2 * score
+
     def drift(self, x: Tensor, t: TimeLike, score: Tensor | None = None) -> Tensor:
-        """Reverse drift; pass ``score`` when it has already been evaluated at ``(x, t)``."""
+        """Reverse drift at ``t`` in ``[eps, T]`` (checked); pass ``score`` if already evaluated at ``(x, t)``."""
         t = self.sde._time(t, x, lo=self.sde.eps)
         if score is None:
             score = self.score_fn(x, t)
         g2 = expand(self.sde.diffusion_coeff(t) ** 2, x)
-        c = 0.5 if self.probability_flow else 1.0
-        return expand(self.sde.drift_coeff(t), x) * x - c * g2 * score
+        return expand(self.sde.drift_coeff(t), x) * x - self.c * g2 * score
 
     def diffusion(self, t: TimeLike) -> Tensor:
+        """Diffusion of the reverse dynamics: :math:`g(t)` for the SDE, zero for the ODE."""
         g = self.sde.diffusion(t)
         return torch.zeros_like(g) if self.probability_flow else g
 

@@ -1,5 +1,7 @@
 """The website: it builds from the stored chapters with warnings as errors, and a real browser
-(headless Chromium) loads every page with no broken internal link and no missing image."""
+(headless Chromium, 1280 px wide) loads every page with no broken internal link, no missing
+image, no code or display equation wider than its column, no MathJax error and no citation
+label that names two papers."""
 
 from __future__ import annotations
 
@@ -119,6 +121,82 @@ def test_every_page_loads_in_a_browser_with_working_links_and_images(site, serve
             assert browser.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
     finally:
         browser.quit()
+
+
+# Runs in the page once MathJax has typeset it; returns what a reader at 1280 px would
+# see wrong. Code: the pre blocks of cells and text; equations: MathJax's containers.
+_LAYOUT_JS = r"""
+const done = arguments[arguments.length - 1];
+const mj = window.MathJax && MathJax.startup && MathJax.startup.promise;
+(mj || Promise.resolve()).then(() => {
+  const wide = (el) => el.scrollWidth > el.clientWidth + 1;
+  const text = (el) => el.textContent.trim().replace(/\s+/g, " ").slice(0, 80);
+  const out = {code: [], math: [], mathjax_errors: [], untypeset: [], cites: [],
+               unlinked: []};
+  for (const pre of document.querySelectorAll("article div.highlight pre")) {
+    if (pre.clientWidth > 0 && wide(pre))
+      out.code.push(`${pre.scrollWidth}px > ${pre.clientWidth}px: ${text(pre)}`);
+  }
+  for (const m of document.querySelectorAll("article div.math")) {
+    const box = m.querySelector("mjx-container");
+    if (!box) { out.untypeset.push(text(m)); continue; }
+    const w = box.getBoundingClientRect().width;
+    if (m.clientWidth > 0 && (wide(m) || w > m.clientWidth + 1))
+      out.math.push(`${m.id || "(no label)"}: ${Math.round(w)}px > ${m.clientWidth}px`);
+  }
+  for (const e of document.querySelectorAll("mjx-merror"))
+    out.mathjax_errors.push(e.getAttribute("data-mjx-error") || text(e));
+  for (const a of document.querySelectorAll("span.bibtex-citation a"))
+    out.cites.push([a.textContent.trim(), a.href]);
+  for (const c of document.querySelectorAll("article code.xref.py"))
+    if (!c.closest("a")) out.unlinked.push(text(c));
+  done(out);
+}).catch((e) => done({error: String(e)}));
+"""
+
+
+@pytest.mark.slow
+def test_pages_fit_the_column_typeset_cleanly_and_cite_unambiguously(site, served):
+    """At 1280 px: no code block or display equation scrolls sideways, MathJax reports
+    no error and leaves no formula untypeset, every citation label names one paper, and
+    every reference to the library's API resolves to its entry."""
+    import re
+
+    browser = _chromium()
+    problems, labels = [], {}
+    try:
+        browser.set_script_timeout(60)
+        for f in _toc_files():
+            browser.get(served + f"{f}.html")
+            out = browser.execute_async_script(_LAYOUT_JS)
+            assert "error" not in out, f"{f}: MathJax did not start: {out['error']}"
+            # the API page shows the docstrings as help() does: their literal blocks may be
+            # wide; everything else a reader scrolls through must fit
+            if f != "book/api":
+                problems += [f"{f}: code wider than its column, {c}" for c in out["code"]]
+            problems += [f"{f}: display equation wider than its column, {m}"
+                         for m in out["math"]]
+            problems += [f"{f}: MathJax error: {e}" for e in out["mathjax_errors"]]
+            problems += [f"{f}: formula left untypeset: {u}" for u in out["untypeset"]]
+            # references to Python's own names (ValueError, NamedTuple) have no entry offline
+            problems += [f"{f}: API reference to nothing: {u}" for u in out["unlinked"]
+                         if f != "book/api" or u.startswith("sdelab.")]
+            for text, target in out["cites"]:
+                labels.setdefault(text, set()).add(target)
+    finally:
+        browser.quit()
+    assert labels, "no citation found on any page: the check itself is broken"
+    problems += [f"citation label {t!r} links to {len(ids)} different entries"
+                 for t, ids in labels.items() if len(ids) > 1]
+    bib = (site / "book" / "bibliography.html").read_text()
+    pattern = r'<span class="label"><span class="fn-bracket">\[</span>(.*?)<span'
+    bib_labels = re.findall(pattern, bib)
+    problems += [f"bibliography label {b!r} is used for two entries"
+                 for b in sorted({b for b in bib_labels if bib_labels.count(b) > 1})]
+    problems += [f"in-text citation {t!r} is not a bibliography label"
+                 for t in sorted(set(labels) - set(bib_labels))]
+    assert not problems, (f"{len(problems)} problems on the site:\n"
+                          + "\n".join(problems))
 
 
 def test_install_cells_use_the_one_repository_url():

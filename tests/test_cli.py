@@ -82,8 +82,8 @@ def test_sample_writes_a_png_grid(tmp_path, monkeypatch):
     main(_train_args(tmp_path))
     calls = {}
 
-    def fake_em(score_fn, sde, x_T, *, steps, generator=None, denoise=False):
-        calls["steps"], calls["denoise"] = steps, denoise
+    def fake_em(score_fn, sde, x_T, *, steps, generator=None, final_denoise=False):
+        calls["steps"], calls["denoise"] = steps, final_denoise
         with torch.no_grad():
             s = score_fn(x_T, sde.T)
         return types.SimpleNamespace(x=(x_T + s).clamp(-1, 1), nfe=1)

@@ -100,7 +100,7 @@ def test_denoise_replaces_only_unknown_entries():
     gm = random_gaussian(4, 3)
     y = gm.sample(10, torch.Generator().manual_seed(0))
     mask = torch.tensor([True, True, False, False])
-    res = impute(gm.score_fn(sde), sde, y, mask, steps=5, generator=1, denoise=True)
+    res = impute(gm.score_fn(sde), sde, y, mask, steps=5, generator=1, final_denoise=True)
     assert res.nfe == 6 and torch.equal(res.x[:, :2], y[:, :2])
 
 

@@ -384,3 +384,53 @@ def test_bad_arguments():
         log_likelihood(lambda z, t: z[:, :1], sde, x)
     with pytest.raises(ValueError, match="model_range"):
         bpd_from_logp(torch.zeros(1), 4, model_range=(1, -1))
+
+
+# ----------------------------------------------------------------------------------------------
+# An exact prior (prior_logp=): the NLL error is then the solver's alone. On the 2-component 2-D
+# mixture at rtol = atol = 5e-5 the mean NLL error over 16 points must be below 1e-3 nats with at
+# most 86 evaluations on every SDE (measured: <= 1.2e-4 nats, 44-86 NFE), while the default prior
+# N(0, sigma_T^2 I) leaves the prior mismatch (measured 5.7e-3 to 5.2e-2 nats), above it.
+# ----------------------------------------------------------------------------------------------
+PRIOR_MIX = GaussianMixture([0.3, 0.7], [[-1.0, 0.5], [1.0, -0.5]],
+                            [[[0.3, 0.1], [0.1, 0.2]], [[0.2, -0.05], [-0.05, 0.4]]])
+
+
+@pytest.mark.parametrize("sde_name", SDE_NAMES)
+def test_exact_prior_nll_below_1e3_nats_at_86_nfe(sde_name):
+    sde = make_sde(sde_name)
+    x = PRIOR_MIX.sample(16, torch.Generator().manual_seed(0))
+    kw = {"rtol": 5e-5, "atol": 5e-5}
+    res = log_likelihood(PRIOR_MIX.score_fn(sde), sde, x, prior_logp=lambda z: PRIOR_MIX.log_prob_t(z, sde.T, sde),
+                         **kw)
+    exact = PRIOR_MIX.log_prob_t(x, res.t0, sde)
+    assert res.nfe <= 86
+    assert abs((res.logp - exact).mean().item()) < 1e-3
+    default = log_likelihood(PRIOR_MIX.score_fn(sde), sde, x, **kw)
+    assert abs((default.logp - exact).mean().item()) > 1e-3
+
+
+def test_non_finite_score_and_bad_prior_give_clear_errors():
+    sde = make_sde("vp-linear")
+    x = PRIOR_MIX.sample(4, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="returned NaN or Inf at t"):  # no endless step shrinking
+        log_likelihood(lambda z, t: z * float("nan"), sde, x)
+    with pytest.raises(ValueError, match=r"prior_logp must return a tensor of shape \(B,\)"):
+        log_likelihood(PRIOR_MIX.score_fn(sde), sde, x, prior_logp=lambda z: z)
+    with pytest.raises(TypeError, match="prior_logp must be callable"):
+        log_likelihood(PRIOR_MIX.score_fn(sde), sde, x, prior_logp=1.0)
+
+
+def test_data_range_refuses_unscaled_images_and_int_seeds_work():
+    sde = make_sde("vp-linear")
+    model = gaussian(torch.zeros(4), torch.eye(4), event_shape=(1, 2, 2))
+    pixels = torch.randint(0, 256, (3, 1, 2, 2), generator=torch.Generator().manual_seed(0)).double()
+    with pytest.raises(ValueError, match=r"x must lie in \[-1, 1\], got values in \[.*map the data"):
+        log_likelihood(model.score_fn(sde), sde, pixels, data_range=(-1, 1))
+    with pytest.raises(TypeError, match="images must be an integer tensor"):
+        bits_per_dim(model.score_fn(sde), sde, pixels)
+    x = pixels / 127.5 - 1
+    kw = {"divergence": "hutchinson", "rtol": 1e-3, "atol": 1e-3, "data_range": (-1, 1)}
+    a = log_likelihood(model.score_fn(sde), sde, x, generator=3, **kw)
+    b = log_likelihood(model.score_fn(sde), sde, x, generator=torch.Generator().manual_seed(3), **kw)
+    assert torch.equal(a.logp, b.logp)

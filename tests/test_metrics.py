@@ -170,7 +170,7 @@ def test_feature_statistics_and_npz_roundtrip(tmp_path):
     def ident(x):
         return x.flatten(1)
 
-    gen = torch.from_numpy(rng.standard_normal((50, 6))).float()
+    gen = torch.from_numpy(rng.uniform(-1, 1, (50, 6))).float()  # "images" in the model range
     res = compute_fd(ident, path, gen, num_samples=40)
     assert isinstance(res, FDResult) and res.num_real == 300 and res.num_generated == 40
     g = feature_statistics(gen[:40])
@@ -337,3 +337,15 @@ def test_fd_refuses_a_matrix_that_is_no_covariance(bad, match):
         frechet_distance(mu, np.eye(3), mu, bad)
     with pytest.raises(ValueError, match="first statistics"):
         frechet_distance(mu, bad, mu, np.eye(3))
+
+
+@pytest.mark.parametrize("images, exc, match", [
+    (torch.rand(4, 1, 8, 8) * 255, ValueError, r"images must lie in \[-1, 1\]"),
+    (torch.full((4, 1, 8, 8), float("nan")), ValueError, "NaN"),
+    (torch.zeros(4, 1, 8, 8, dtype=torch.int32), TypeError, "float in"),
+])
+def test_feature_extraction_refuses_images_outside_the_model_range(images, exc, match):
+    with pytest.raises(exc, match=match):
+        metrics.extract_features(lambda x: x.flatten(1), images, num_samples=4)
+    with pytest.raises(TypeError, match="num_samples must be an integer"):
+        metrics.extract_features(lambda x: x.flatten(1), torch.zeros(4, 1, 8, 8), num_samples="4")

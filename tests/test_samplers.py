@@ -10,6 +10,7 @@ of the sampler, and would otherwise pollute every tolerance.
 
 from __future__ import annotations
 
+import inspect
 import math
 from functools import lru_cache
 
@@ -36,14 +37,24 @@ SAMPLERS = {
     "euler_maruyama": (smp.euler_maruyama, 1, {}),
     "reverse_diffusion": (smp.reverse_diffusion, 1, {}),
     "predictor_corrector": (smp.predictor_corrector, 2, {}),
-    "probability_flow_euler": (smp.probability_flow_euler, 1, {}),
+    "dpmpp_2m_sde": (smp.dpmpp_2m_sde, 1, {}),
+    "edm_stochastic": (smp.edm_stochastic, 2, {}),
+    "euler": (smp.euler, 1, {}),
     "heun": (smp.heun, 2, {}),
+    "probability_flow_euler": (smp.probability_flow_euler, 1, {}),
+    "heun_t": (smp.heun_t, 2, {}),
     "dpm_solver-1": (smp.dpm_solver, 1, {"order": 1}),
     "dpm_solver-2": (smp.dpm_solver, 2, {"order": 2}),
+    "dpmpp_2m": (smp.dpmpp_2m, 1, {}),
+    "dpmpp_3m": (smp.dpmpp_3m, 1, {}),
+    "unipc-2": (smp.unipc, 1, {"order": 2}),
+    "unipc-3": (smp.unipc, 1, {"order": 3}),
 }
-STOCHASTIC = ("euler_maruyama", "reverse_diffusion", "predictor_corrector")
-ORDER = {"euler_maruyama": 1, "reverse_diffusion": 1, "predictor_corrector": 1, "probability_flow_euler": 1,
-         "heun": 2, "dpm_solver-1": 1, "dpm_solver-2": 2}
+STOCHASTIC = ("euler_maruyama", "reverse_diffusion", "predictor_corrector", "dpmpp_2m_sde", "edm_stochastic")
+# global order: weak order for the SDE samplers (the EDM churn sampler is first order in its noise)
+ORDER = {"euler_maruyama": 1, "reverse_diffusion": 1, "predictor_corrector": 1, "dpmpp_2m_sde": 1,
+         "edm_stochastic": 1, "euler": 1, "heun": 2, "probability_flow_euler": 1, "heun_t": 2, "dpm_solver-1": 1,
+         "dpm_solver-2": 2, "dpmpp_2m": 2, "dpmpp_3m": 3, "unipc-2": 3, "unipc-3": 4}
 
 
 def run(name, score_fn, sde, x_T, steps, seed=0, **kw):
@@ -108,7 +119,7 @@ def test_time_grid_rejects_bad_arguments():
 GAUSS_MEAN = [1.0, -0.5]
 GAUSS_COV = [[1.0, 0.2], [0.2, 0.6]]
 N_MOMENTS, Z, K_COARSE = 4000, 5.0, 10
-FINE_STEPS = {"heun": 100, "dpm_solver-2": 100}  # others: 400
+FINE_STEPS = {"heun": 100, "heun_t": 100, "dpm_solver-2": 100}  # others: 400
 
 
 def standardized_errors(x, mean, cov):
@@ -164,7 +175,15 @@ def test_gaussian_moments_approach_target(name, sde_name):
 ORDER_MIX = GaussianMixture([0.3, 0.7], [[-1.0, 0.5], [1.0, -0.5]],
                             [[[0.3, 0.1], [0.1, 0.2]], [[0.2, -0.05], [-0.05, 0.4]]])
 ORDER_STEPS = (32, 64, 128, 256)
-DETERMINISTIC = ("probability_flow_euler", "heun", "dpm_solver-1", "dpm_solver-2")
+# higher orders get wider margins (the next-order term is relatively larger over S = 32..256: UniPC-2
+# measured 2.74-2.80 for its order 3), still short of half an order
+MARGIN = {1: 0.15, 2: 0.2, 3: 0.3, 4: 0.4}
+# orders 3 and 4 reach their asymptotic rate later (UniPC-2 on sub-VP: error ratios 4.7, 6.3, 7.3 per
+# halving from S = 32): order 3 is fitted over S = 64..512, whose errors stay 1e4x above the
+# reference's; order 4 (UniPC-3) falls to the reference's accuracy by S = 512 and keeps 32..256.
+ORDER_STEPS_HIGH = (64, 128, 256, 512)
+DETERMINISTIC = ("euler", "heun", "probability_flow_euler", "heun_t", "dpm_solver-1", "dpm_solver-2", "dpmpp_2m", "dpmpp_3m",
+                 "unipc-2", "unipc-3")
 
 
 @lru_cache(maxsize=None)
@@ -183,12 +202,13 @@ def order_problem(sde_name):
 @pytest.mark.parametrize("name", DETERMINISTIC)
 def test_convergence_order(name, sde_name):
     sde, score_fn, x_T, ref, ref_err = order_problem(sde_name)
-    errs = [rms(run(name, score_fn, sde, x_T, s).x, ref) for s in ORDER_STEPS]
+    steps = ORDER_STEPS_HIGH if ORDER[name] == 3 else ORDER_STEPS
+    errs = [rms(run(name, score_fn, sde, x_T, s).x, ref) for s in steps]
     assert ref_err < 0.01 * min(errs), "the reference solve is not accurate enough to measure the order"
-    log_s, log_e = torch.log(torch.tensor(ORDER_STEPS, dtype=f64)), torch.log(torch.tensor(errs, dtype=f64))
+    log_s, log_e = torch.log(torch.tensor(steps, dtype=f64)), torch.log(torch.tensor(errs, dtype=f64))
     slope = -(((log_s - log_s.mean()) * (log_e - log_e.mean())).sum() / ((log_s - log_s.mean()) ** 2).sum()).item()
     p = ORDER[name]
-    assert abs(slope - p) <= {1: 0.15, 2: 0.2}[p], f"fitted order {slope:.3f}, expected {p}; errors {errs}"
+    assert abs(slope - p) <= MARGIN[p], f"fitted order {slope:.3f}, expected {p}; errors {errs}"
 
 
 @pytest.mark.parametrize("sde_name", SDE_NAMES)
@@ -257,7 +277,7 @@ def test_ode_samplers_encode_with_an_increasing_grid(name):
     _, stretch_back = gaussian_flow(gm, sde, z_exact, sde.T, sde.eps)
     fn, _, fixed = SAMPLERS[name]
     errs = []
-    for steps in (64, 128):
+    for steps in (64, 128) if ORDER[name] <= 2 else (128, 256):  # see ORDER_STEPS_HIGH
         grid = smp.time_grid(sde, steps, "log_snr", dtype=f64)
         z = fn(score_fn, sde, x0, grid=grid.flip(0), **fixed).x
         x_back = fn(score_fn, sde, z, grid=grid, **fixed).x
@@ -268,7 +288,10 @@ def test_ode_samplers_encode_with_an_increasing_grid(name):
     p = ORDER[name]
     for leg in (0, 1):
         rate = math.log2(errs[0][leg] / errs[1][leg])
-        assert abs(rate - p) <= {1: 0.15, 2: 0.2}[p], f"{('encoder', 'decoder')[leg]} order {rate:.3f}, expected {p}"
+        # orders 3-4 only from below: on this linear (Gaussian) flow the 3M decoder measured 4.15,
+        # its leading error term being partly cancelled; an order above p is no defect
+        ok = abs(rate - p) <= MARGIN[p] if p <= 2 else rate >= p - MARGIN[p]
+        assert ok, f"{('encoder', 'decoder')[leg]} order {rate:.3f}, expected {p}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,9 +450,9 @@ def test_nfe_counts_every_score_evaluation(name, denoise):
     score_fn, calls = counting(gm.score_fn(sde))
     x_T = sde.prior_sample((10, 2), torch.Generator().manual_seed(0), dtype=f64)
     if name == "probability_flow_rk45":
-        res = smp.probability_flow_rk45(score_fn, sde, x_T, rtol=1e-3, atol=1e-3, denoise=denoise)
+        res = smp.probability_flow_rk45(score_fn, sde, x_T, rtol=1e-3, atol=1e-3, final_denoise=denoise)
     else:
-        res = run(name, score_fn, sde, x_T, 7, denoise=denoise)
+        res = run(name, score_fn, sde, x_T, 7, final_denoise=denoise)
         assert res.nfe == 7 * SAMPLERS[name][1] + denoise
     assert res.nfe == calls[0]
 
@@ -458,7 +481,7 @@ def test_trajectory_and_times(name):
         assert res.times[0].item() == sde.T and res.times[-1].item() == pytest.approx(sde.eps)
     else:
         res = run(name, gm.score_fn(sde), sde, x_T, 9, return_trajectory=True)
-        grid = {"heun": "edm", "dpm_solver-1": "log_snr", "dpm_solver-2": "log_snr"}.get(name, "uniform")
+        grid = inspect.signature(SAMPLERS[name][0]).parameters["grid"].default
         torch.testing.assert_close(res.times, smp.time_grid(sde, 9, grid, dtype=f64))
         assert run(name, gm.score_fn(sde), sde, x_T, 9).trajectory is None
     assert res.trajectory.shape == (len(res.times), 6, 2)
@@ -491,8 +514,10 @@ def test_samplers_are_their_steps_in_a_loop():
         "predictor_corrector": lambda x, t, u, g: smp.langevin_step(
             score_fn, sde, smp.reverse_diffusion_step(score_fn, sde, x, t, u, generator=g), u, snr=0.16, t_prev=t,
             generator=g),
-        "probability_flow_euler": lambda x, t, u, g: smp.probability_flow_euler_step(score_fn, sde, x, t, u),
+        "euler": lambda x, t, u, g: smp.euler_step(score_fn, sde, x, t, u),
         "heun": lambda x, t, u, g: smp.heun_step(score_fn, sde, x, t, u),
+        "probability_flow_euler": lambda x, t, u, g: smp.probability_flow_euler_step(score_fn, sde, x, t, u),
+        "heun_t": lambda x, t, u, g: smp.heun_t_step(score_fn, sde, x, t, u),
         "dpm_solver-1": lambda x, t, u, g: smp.dpm_solver_step(score_fn, sde, x, t, u, order=1),
         "dpm_solver-2": lambda x, t, u, g: smp.dpm_solver_step(score_fn, sde, x, t, u, order=2),
     }
@@ -510,7 +535,8 @@ def test_loops_never_read_tensors_back_to_the_host(monkeypatch):
     # of a data tensor raises. After the input check (skipped here: a NaN check must read the
     # data), every sampler except RK45 must run its whole loop there, which on a GPU means no
     # host-device synchronisation per step.
-    monkeypatch.setattr(smp, "check_finite", lambda x, name="x": x)
+    monkeypatch.setattr(smp.checks, "_finite", lambda x, name: None)
+    monkeypatch.setattr(smp, "_finite", lambda x, what: x)  # the one read after the loop
     sde = make_sde("vp-linear")
     x_T = torch.empty(4, 3, 5, 5, device="meta")
 
@@ -518,7 +544,7 @@ def test_loops_never_read_tensors_back_to_the_host(monkeypatch):
         return -x * (1 + t.reshape(-1, 1, 1, 1))
 
     for name, (fn, _, fixed) in SAMPLERS.items():
-        res = fn(score_fn, sde, x_T, steps=3, denoise=True, return_trajectory=True, **fixed)
+        res = fn(score_fn, sde, x_T, steps=3, final_denoise=True, return_trajectory=True, **fixed)
         assert res.x.device.type == "meta" and res.trajectory.shape == (4, 4, 3, 5, 5), name
 
 
@@ -533,7 +559,7 @@ def test_any_sde_any_shape_is_finite(sde, shape, name, steps, grid, seed):
     d = math.prod(shape)
     gm = gaussian(torch.zeros(d, dtype=f64), 0.5 * torch.eye(d, dtype=f64), event_shape=shape)
     x_T = sde.prior_sample((5, *shape), torch.Generator().manual_seed(seed), dtype=f64)
-    res = run(name, gm.score_fn(sde), sde, x_T, steps, seed=seed, grid=grid, denoise=True)
+    res = run(name, gm.score_fn(sde), sde, x_T, steps, seed=seed, grid=grid, final_denoise=True)
     assert res.x.shape == x_T.shape and torch.isfinite(res.x).all()
     assert res.nfe == steps * SAMPLERS[name][1] + 1
 
@@ -573,10 +599,9 @@ def _bad_calls():
         (TypeError, "x_T must be a torch.Tensor", lambda: smp.heun(sf, sde, x.numpy(), steps=5)),
         (TypeError, "floating-point", lambda: smp.heun(sf, sde, x.long(), steps=5)),
         (TypeError, "generator", lambda: smp.euler_maruyama(sf, sde, x, steps=5, generator="seed")),
-        (TypeError, "generator", lambda: smp.euler_maruyama_step(sf, sde, x, 0.5, 0.4, generator=3)),
         (TypeError, "score_fn", lambda: smp.euler_maruyama(None, sde, x, steps=5)),
         (TypeError, "sde must be", lambda: smp.euler_maruyama(sf, "vp", x, steps=5)),
-        (ValueError, "order must be 1 or 2", lambda: smp.dpm_solver(sf, sde, x, steps=5, order=3)),
+        (ValueError, "order must be one of 1, 2", lambda: smp.dpm_solver(sf, sde, x, steps=5, order=3)),
         (ValueError, "rtol", lambda: smp.probability_flow_rk45(sf, sde, x, rtol=0.0)),
         (ValueError, "method", lambda: smp.probability_flow_rk45(sf, sde, x, method="BDF")),
         (ValueError, "t_span", lambda: smp.probability_flow_rk45(sf, sde, x, t_span=(0.5,))),
@@ -584,12 +609,27 @@ def _bad_calls():
         (ValueError, "strictly decreasing", lambda: smp.euler_maruyama(sf, sde, x, grid=[sde.eps, 0.5, 1.0])),
         (ValueError, "strictly monotone", lambda: smp.heun(sf, sde, x, grid=[1.0, 0.2, 0.5])),
         (ValueError, "does not match", lambda: smp.heun(sf, sde, x, steps=3, grid=[1.0, 0.5, 0.1])),
-        (ValueError, r"must lie in \[eps, T\]", lambda: smp.heun(sf, sde, x, grid=[1.0, 0.0])),
-        (ValueError, "t_next < t", lambda: smp.euler_maruyama_step(sf, sde, x, 0.4, 0.5)),
-        (ValueError, "t_next != t", lambda: smp.heun_step(sf, sde, x, 0.4, 0.4)),
-        (ValueError, "one time for the whole batch", lambda: smp.heun_step(sf, sde, x, torch.ones(4), 0.4)),
-        (TypeError, "denoise must be True or False", lambda: smp.heun(sf, sde, x, steps=3, denoise="yes")),
-        (ValueError, "snr", lambda: smp.langevin_step(sf, sde, x, 0.5, snr=float("nan"))),
+        (ValueError, r"must lie in \[0.001, 1\]", lambda: smp.heun(sf, sde, x, grid=[1.0, 0.0])),
+        (TypeError, "final_denoise must be True or False", lambda: smp.heun(sf, sde, x, steps=3, final_denoise="yes")),
+        (ValueError, "one time for the whole batch", lambda: smp.heun(sf, sde, x, grid=[torch.ones(4), 0.4])),
+        (ValueError, "snr", lambda: smp.predictor_corrector(sf, sde, x, steps=3, snr=float("nan"))),
+        (ValueError, r"steps must be an integer >= 1 and <= 1e\+06", lambda: smp.euler(sf, sde, x, steps=10**9)),
+        (ValueError, r"t_end must lie in \[eps, T\)", lambda: smp.euler(sf, sde, x, steps=3, t_end=1.0)),
+        (ValueError, r"t_end must lie in \[0.001, 1\]", lambda: smp.euler(sf, sde, x, steps=3, t_end=0.0)),
+        (ValueError, "t_end is given by an explicit grid", lambda: smp.euler(sf, sde, x, grid=[1.0, 0.5], t_end=0.5)),
+        (ValueError, "order must be an integer >= 1 and <= 3", lambda: smp.unipc(sf, sde, x, steps=3, order=4)),
+        (ValueError, "s_churn", lambda: smp.edm_stochastic(sf, sde, x, steps=3, s_churn=-1.0)),
+        (ValueError, "t_end or t_span", lambda: smp.probability_flow_rk45(sf, sde, x, t_end=0.5, t_span=(1.0, 0.5))),
+        (ValueError, r"score_fn must return a tensor shaped like x \(4, 2\), got \(4, 1\)",
+         lambda: smp.euler_maruyama(lambda z, t: z[:, :1], sde, x, steps=3)),
+        (ValueError, r"score_fn must return a tensor shaped like x",
+         lambda: smp.probability_flow_rk45(lambda z, t: z.sum(), sde, x)),
+        (ValueError, "dpmpp_3m produced non-finite values",
+         lambda: smp.dpmpp_3m(lambda z, t: z * float("nan"), sde, x, steps=3)),
+        (ValueError, "predictor_corrector produced non-finite values",
+         lambda: smp.predictor_corrector(lambda z, t: z * float("inf"), sde, x, steps=3)),
+        (ValueError, "returned NaN or Inf at t",
+         lambda: smp.probability_flow_rk45(lambda z, t: z * float("nan"), sde, x)),
     ]
 
 
@@ -598,3 +638,160 @@ def test_bad_arguments_raise_clear_errors(case):
     exc, match, call = _bad_calls()[case]
     with pytest.raises(exc, match=match):
         call()
+
+
+# ---------------------------------------------------------------------------------------------
+# Multistep bookkeeping: warm start, lower order at the end, free corrector, DDIM identities
+# ---------------------------------------------------------------------------------------------
+def test_euler_is_ddim_is_dpm_solver_1():
+    # Euler in sigma_hat = DDIM = DPM-Solver-1 (the same update written three ways): round-off only
+    for sde_name in SDE_NAMES:
+        sde = make_sde(sde_name)
+        score_fn = ORDER_MIX.score_fn(sde)
+        x_T = sde.prior_sample((16, 2), torch.Generator().manual_seed(0), dtype=f64)
+        a = smp.euler(score_fn, sde, x_T, steps=12, grid="log_snr").x
+        b = smp.dpm_solver(score_fn, sde, x_T, steps=12, order=1).x
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["dpmpp_2m", "dpmpp_3m", "unipc-2", "unipc-3"])
+def test_multistep_warm_start_and_lower_order_final(name):
+    sde = make_sde("vp-cosine")
+    score_fn = ORDER_MIX.score_fn(sde)
+    x_T = sde.prior_sample((16, 2), torch.Generator().manual_seed(0), dtype=f64)
+    fn, _, fixed = SAMPLERS[name]
+    # first step: order 1, i.e. DDIM (for UniPC the predictor; its corrector then moves the point)
+    res = fn(score_fn, sde, x_T, steps=12, return_trajectory=True, **fixed)
+    t = res.times.tolist()
+    ddim = smp.euler_step(score_fn, sde, x_T, t[0], t[1])
+    if name.startswith("dpmpp"):
+        torch.testing.assert_close(res.trajectory[1], ddim, rtol=1e-12, atol=1e-12)
+    else:
+        assert not torch.allclose(res.trajectory[1], ddim)  # corrected
+    # second step of 3M = 2M's second step (two predictions held)
+    if name == "dpmpp_3m":
+        two = smp.dpmpp_2m(score_fn, sde, x_T, steps=12, return_trajectory=True)
+        torch.testing.assert_close(res.trajectory[2], two.trajectory[2], rtol=1e-12, atol=1e-12)
+        assert not torch.allclose(res.trajectory[3], two.trajectory[3])
+    # with fewer than LOWER_ORDER_FINAL_BELOW steps the last step is order 1 (for DPM-Solver++: DDIM from the state
+    # before it; UniPC's uses the prediction evaluated before its last correction); with
+    # lower_order_final=False it is not; from LOWER_ORDER_FINAL_BELOW steps on the flag changes nothing
+    few = {lof: fn(score_fn, sde, x_T, steps=6, return_trajectory=True, lower_order_final=lof, **fixed)
+           for lof in (True, False)}
+    assert not torch.allclose(few[True].x, few[False].x)
+    torch.testing.assert_close(few[True].trajectory[:-2], few[False].trajectory[:-2], rtol=0, atol=0)
+    if name.startswith("dpmpp"):
+        for lof, res in few.items():
+            t = res.times.tolist()
+            last = smp.euler_step(score_fn, sde, res.trajectory[-2], t[-2], t[-1])
+            assert torch.allclose(res.x, last, rtol=1e-12, atol=1e-12) == lof
+    many = [fn(score_fn, sde, x_T, steps=smp.LOWER_ORDER_FINAL_BELOW, lower_order_final=lof, **fixed).x
+            for lof in (True, False)]
+    assert torch.equal(many[0], many[1])
+
+
+@pytest.mark.parametrize("name", ["dpmpp_2m", "dpmpp_3m", "unipc-2", "unipc-3", "dpmpp_2m_sde"])
+@pytest.mark.parametrize("steps", [1, 2, 3, 11])
+def test_multistep_nfe_is_one_per_step(name, steps):
+    # UniPC's corrector reuses its evaluation as the next step's prediction and skips the last one
+    sde = make_sde("ve")
+    score_fn, calls = counting(ring_mixture().score_fn(sde))
+    x_T = sde.prior_sample((5, 2), torch.Generator().manual_seed(0), dtype=f64)
+    res = run(name, score_fn, sde, x_T, steps)
+    assert res.nfe == calls[0] == steps and torch.isfinite(res.x).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Where sampling stops (t_end, final_denoise). For Gaussian data N(mu, S), an exact sample of p_t
+# followed by Tweedie's formula is mu + a S C^-1 (x_t - a mu), C = a^2 S + s^2 I: Gaussian with mean
+# mu and covariance a^2 S C^-1 S (smaller than S). The samplers stopped at t_end must give exactly
+# that law; the whitened z-scores of standardized_errors (Z = 5) test it, and the same statistics
+# must reject the data's own covariance (the cost of stopping early is visible, as theory says).
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sde_name", ["ve", "vp-linear", "subvp-cosine"])
+def test_stopping_early_then_tweedie_costs_what_theory_says(sde_name):
+    sde = make_sde(sde_name)
+    gm = gaussian(GAUSS_MEAN, GAUSS_COV)
+    score_fn = gm.score_fn(sde)
+    mu, S = torch.tensor(GAUSS_MEAN, dtype=f64), torch.tensor(GAUSS_COV, dtype=f64)
+    g = torch.Generator().manual_seed(12)
+    x_T = sde.perturb(gm.sample(N_MOMENTS, g), sde.T, generator=g)[0]
+    t_end = {"ve": 0.45, "vp-linear": 0.15, "subvp-cosine": 0.45}[sde_name]  # sigma_hat(t_end) ~ 0.4-0.6
+    a, s = (v.item() for v in sde.marginal_coeffs(torch.tensor([t_end], dtype=f64)))
+    C = a**2 * S + s**2 * torch.eye(2, dtype=f64)
+    cov = a**2 * S @ torch.linalg.solve(C, S)
+    for res in (smp.probability_flow_rk45(score_fn, sde, x_T, rtol=1e-8, atol=1e-8, t_end=t_end, final_denoise=True),
+                smp.unipc(score_fn, sde, x_T, steps=50, order=3, t_end=t_end, final_denoise=True)):
+        assert res.times[-1].item() == pytest.approx(t_end)
+        z, _ = standardized_errors(res.x, mu, cov)
+        assert (z.abs() <= Z).all(), f"z-scores {z.tolist()} against the stopped-and-denoised law"
+        z_data, _ = standardized_errors(res.x, mu, S)
+        assert (z_data.abs() > Z).any(), "stopping early should visibly shrink the covariance"
+
+
+# ---------------------------------------------------------------------------------------------
+# reverse_diffusion: the paper's discrete chain against the exact answer. On the VP ring mixture
+# the within-mode variance of p_eps is 0.25 a^2 + s^2 = 0.2501 per coordinate. With the same noise
+# (common random numbers) the paper's chain must land closer to it than the exact-kernel chain
+# sdelab used before (measured at n = 20000: 0.2600 vs 0.2671 at N = 100, 0.2869 vs 0.3115 at
+# N = 30), and its bias must fall at weak order 1 (N = 30 -> 100: at least 3.33 / 1.5 = 2.2x).
+# On sub-VP, with no chain in the paper, the step is Euler-Maruyama's.
+# ---------------------------------------------------------------------------------------------
+def _within_mode_variance(step, sde, steps, n=20000):
+    score_fn = RING.score_fn(sde)
+    g = torch.Generator().manual_seed(1)
+    x = sde.perturb(RING.sample(n, g), sde.T, generator=g)[0]
+    times = smp.time_grid(sde, steps, dtype=f64).tolist()
+    for t, u in zip(times[:-1], times[1:]):
+        x = step(score_fn, sde, x, t, u, generator=g)
+    a = sde.marginal_coeffs(torch.tensor([sde.eps], dtype=f64))[0].item()
+    means = a * RING.means
+    return ((x - means[torch.cdist(x, means).argmin(1)]) ** 2).mean().item()
+
+
+def _kernel_step(score_fn, sde, x, t, t_next, generator=None):
+    (a_t, s_t), (a_n, s_n) = (tuple(v) for v in torch.stack(sde.marginal_coeffs(
+        torch.tensor([t, t_next], dtype=f64)), 1).tolist())
+    a = a_t / a_n
+    G2 = s_t**2 - a**2 * s_n**2
+    s = score_fn(x, torch.full((x.shape[0],), t, dtype=x.dtype))
+    return (2 - a) * x + G2 * s + math.sqrt(G2) * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+
+
+@pytest.mark.slow
+def test_reverse_diffusion_is_the_papers_chain_and_closer_to_exact():
+    sde = make_sde("vp-linear")
+    a, s = (v.item() for v in sde.marginal_coeffs(torch.tensor([sde.eps], dtype=f64)))
+    exact = 0.25 * a**2 + s**2
+    err = {}
+    for steps in (30, 100):
+        paper = _within_mode_variance(smp.reverse_diffusion_step, sde, steps) - exact
+        kernel = _within_mode_variance(_kernel_step, sde, steps) - exact
+        assert 0 < paper < kernel, (steps, paper, kernel)
+        err[steps] = paper
+    assert err[30] / err[100] > 2.2, err
+    # the chain itself: on a uniform grid a = sqrt(1 - beta_i), G^2 = beta_i = beta(t_i) h
+    x = torch.randn(6, 2, dtype=f64)
+    out = smp.reverse_diffusion_step(lambda z, t: -z, sde, x, 0.6, 0.59, generator=torch.Generator().manual_seed(0))
+    beta_i = (0.1 + 0.6 * 19.9) * 0.01
+    z = torch.randn(6, 2, generator=torch.Generator().manual_seed(0), dtype=f64)
+    torch.testing.assert_close(out, (2 - math.sqrt(1 - beta_i)) * x - beta_i * x + math.sqrt(beta_i) * z)
+
+
+def test_reverse_diffusion_on_subvp_is_euler_maruyama():
+    sde = make_sde("subvp-linear")
+    score_fn = RING.score_fn(sde)
+    x_T = sde.prior_sample((50, 2), torch.Generator().manual_seed(0), dtype=f64)
+    a = smp.reverse_diffusion(score_fn, sde, x_T, steps=20, generator=4).x
+    b = smp.euler_maruyama(score_fn, sde, x_T, steps=20, generator=4).x
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_every_sampler_has_a_real_docstring_and_is_registered():
+    for name in smp.__all__:
+        obj = getattr(smp, name)
+        if callable(obj) and not isinstance(obj, type):
+            assert obj.__doc__ and len(obj.__doc__.strip()) > 40, name
+    for name, fn in smp.SAMPLERS.items():
+        assert "Args:" in fn.__doc__ and "t_end" in fn.__doc__ and "final_denoise" in fn.__doc__, name
+        assert {"t_end", "final_denoise", "generator"} <= set(inspect.signature(fn).parameters), name

@@ -79,8 +79,8 @@ def heun_ode_step(impl):
 
     out = impl(pf_drift, x, 0.5, 0.45)
     assert len(calls) == 2, f"Heun evaluates the drift exactly twice per step, got {len(calls)} calls"
-    assert torch.allclose(out, smp.heun_step(score_fn, sde, x, 0.5, 0.45), rtol=1e-10, atol=1e-12), \
-        "differs from sdelab.samplers.heun_step"
+    assert torch.allclose(out, smp.heun_t_step(score_fn, sde, x, 0.5, 0.45), rtol=1e-10, atol=1e-12), \
+        "differs from sdelab.samplers.heun_t_step"
     # 2) second order: on dx/dt = a x it reproduces 1 + ah + (ah)^2/2 exactly, in both directions
     for h in (-0.1, 0.2):
         x = torch.tensor([1.0, -2.0], dtype=f64)
