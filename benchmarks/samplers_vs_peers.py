@@ -244,12 +244,13 @@ SDELAB = {
     "reverse_diffusion": ("reverse_diffusion", 1, {}, "stochastic"),
 }
 NEW_SDELAB = {
-    "dpm_solver_pp-2m": ("dpm_solver_pp", 1, {"order": 2}, "deterministic"),
-    "dpm_solver_pp-3m": ("dpm_solver_pp", 1, {"order": 3}, "deterministic"),
+    "dpmpp_2m": ("dpmpp_2m", 1, {}, "deterministic"),
+    "dpmpp_3m": ("dpmpp_3m", 1, {}, "deterministic"),
     "unipc": ("unipc", 1, {}, "deterministic"),
-    "dpm_solver_pp-2m_sde": ("dpm_solver_pp_sde", 1, {}, "stochastic"),
-    "heun_sigma": ("heun_sigma", 2, {}, "deterministic"),
-    "euler_sigma": ("euler_sigma", 1, {}, "deterministic"),
+    "euler": ("euler", 1, {}, "deterministic"),
+    "heun_sigma": ("heun", 2, {}, "deterministic"),
+    "dpmpp_2m_sde": ("dpmpp_2m_sde", 1, {}, "stochastic"),
+    "edm_stochastic": ("edm_stochastic", 2, {}, "stochastic"),
 }
 KDIFF = {  # name -> (NFE per step, kind); the last interval (to sigma = 0) costs one NFE
     "euler": (1, "deterministic"),
@@ -276,6 +277,10 @@ DIFFUSERS = {  # name -> (scheduler, config, kind)
 
 def sdelab_entry(name, budget, grid, t_end=None):
     fn_name, per, kw, kind = {**SDELAB, **NEW_SDELAB}[name]
+    # after the samplers rework, the trapezoidal rule and Euler in t are heun_t / euler_t
+    renamed = {"heun": "heun_t", "probability_flow_euler": "euler_t"}
+    if name in SDELAB and hasattr(smp, renamed.get(fn_name, "-")):
+        fn_name = renamed[fn_name]
     fn = getattr(smp, fn_name, None)
     if fn is None:
         return None
@@ -286,7 +291,11 @@ def sdelab_entry(name, budget, grid, t_end=None):
     def run(sf, sde, x_T, gen):
         times = sdelab_grid(sde, steps, grid, t_end)
         extra = {"generator": gen} if kind == "stochastic" else {}
-        return fn(sf, sde, x_T, grid=times, denoise=True, **kw, **extra).x
+        import inspect
+
+        flag = "final_denoise" if "final_denoise" in inspect.signature(fn).parameters else "denoise"
+        extra[flag] = True
+        return fn(sf, sde, x_T, grid=times, **kw, **extra).x
 
     return Entry("sdelab", name, grid, kind, steps, run)
 
@@ -576,15 +585,14 @@ def net_entries(budget: int, which: str):
                     out.append(e)
         return out
     out = [sdelab_entry("dpm_solver-1", budget, "log_snr"), sdelab_entry("dpm_solver-2", budget, "log_snr"),
-           sdelab_entry("dpm_solver-2", budget, "uniform"), sdelab_entry("heun", budget, "edm"),
-           sdelab_entry("euler_maruyama", budget, "uniform"),
-           kdiff_entry("dpmpp_2m", budget, "edm"), kdiff_entry("dpmpp_2m", budget, "uniform"),
-           kdiff_entry("heun", budget, "edm"), kdiff_entry("lms", budget, "edm"),
-           kdiff_entry("dpmpp_2m_sde", budget, "edm"), kdiff_entry("dpmpp_3m_sde", budget, "edm"),
-           kdiff_entry("euler_ancestral", budget, "edm"),
-           diffusers_entry("dpmpp_2m", budget), diffusers_entry("dpmpp_3m", budget),
-           diffusers_entry("unipc-2", budget), diffusers_entry("unipc-3", budget),
-           diffusers_entry("dpmpp_2m_sde", budget)]
+           diffusers_entry("dpmpp_2m", budget), diffusers_entry("unipc-2", budget),
+           kdiff_entry("dpmpp_2m", budget, "uniform"), kdiff_entry("dpmpp_2m", budget, "edm"),
+           sdelab_entry("euler_maruyama", budget, "uniform"), kdiff_entry("dpmpp_2m_sde", budget, "edm"),
+           diffusers_entry("dpmpp_2m_sde", budget), sdelab_entry("dpm_solver-2", budget, "uniform"),
+           diffusers_entry("unipc-3", budget), diffusers_entry("dpmpp_3m", budget),
+           kdiff_entry("dpmpp_3m_sde", budget, "edm"), kdiff_entry("heun", budget, "edm"),
+           sdelab_entry("heun", budget, "edm"), kdiff_entry("lms", budget, "edm"),
+           kdiff_entry("euler_ancestral", budget, "edm")]
     return [e for e in out if e is not None]
 
 
@@ -690,6 +698,68 @@ def cmd_tend(args) -> None:
                         net_entry(path, net, e.library, e.sampler, e.grid, e.kind, e.steps, e.run, t_end=te)
 
 
+def _budget(nfe: int) -> int:
+    """The NFE budget a row belongs to: 5/10/20/50 intervals (+1 for the final denoising step)."""
+    return min((5, 10, 20, 50), key=lambda b: abs(b + 1 - nfe))
+
+
+def best_by_library(rows, value: str, keys=("problem", "sde", "kind")):
+    """{(keys..., budget): {library: (value, label, nfe)}}: the best row of each library."""
+    best: dict = {}
+    for r in rows:
+        if r.get("t_end"):
+            continue
+        k = tuple(r[c] for c in keys) + (_budget(int(r["nfe"])),)
+        v = float(r[value])
+        v = abs(v) if value != "distance" else v
+        lib = best.setdefault(k, {})
+        if r["library"] not in lib or v < lib[r["library"]][0]:
+            lib[r["library"]] = (v, f"{r['sampler']}[{r['grid']}]", int(r["nfe"]))
+    return best
+
+
+def cmd_report(args) -> None:
+    """Markdown tables from the csv files (the numbers quoted in the book and the issues)."""
+    toys = read_rows(OUT / "toys.csv")
+    if toys:
+        for kind, value in (("deterministic", "path_rms"), ("stochastic", "distance")):
+            print(f"\n### Toys, {kind}: best {value} per library (NFE budget incl. the final denoise)\n")
+            print("| problem | SDE | NFE | sdelab | k-diffusion | diffusers | floor (median) |")
+            print("|---|---|---|---|---|---|---|")
+            floors = {(r["problem"], r["sde"]): r["floor_median"] for r in toys}
+            for (pb, sde, kd, b), libs in sorted(best_by_library(toys, value).items()):
+                if kd != kind:
+                    continue
+                cells = [f"{libs[lib][0]:.3g} {libs[lib][1]}" if lib in libs else "-"
+                         for lib in ("sdelab", "k-diffusion", "diffusers")]
+                print(f"| {pb} | {sde} | {b + 1} | " + " | ".join(cells) + f" | {float(floors[(pb, sde)]):.2g} |")
+    nets = read_rows(OUT / "nets.csv")
+    if nets:
+        print("\n### Shipped networks: classifier FD vs the 10k test set, N = 1000, same prior noise\n")
+        labels = sorted({(r["net"], r["kind"], r["library"], r["sampler"], r["grid"]) for r in nets})
+        budgets = sorted({_budget(int(r["nfe"])) for r in nets})
+        print("| net | kind | sampler | " + " | ".join(f"~{b + 1} NFE" for b in budgets) + " |")
+        print("|---|---|---|" + "---|" * len(budgets))
+        for lab in labels:
+            cells = []
+            for b in budgets:
+                m = [r for r in nets if (r["net"], r["kind"], r["library"], r["sampler"], r["grid"]) == lab
+                     and _budget(int(r["nfe"])) == b]
+                cells.append(f"{float(m[0]['fd']):.3f} ({m[0]['nfe']})" if m else "-")
+            print(f"| {lab[0]} | {lab[1]} | {lab[2]}:{lab[3]}[{lab[4]}] | " + " | ".join(cells) + " |")
+    tend = read_rows(OUT / "nets_tend.csv")
+    base = {(r["net"], r["sampler"]): float(r["fd"]) for r in read_rows(OUT / "nets_baselines.csv")}
+    if tend or base:
+        print("\n### Where sampling stops: FD at N = 1000 (same prior noise) relative to EM-1000\n")
+        print("| net | sampler | NFE | t_end | FD | FD / EM-1000 |")
+        print("|---|---|---|---|---|---|")
+        for r in read_rows(OUT / "nets_baselines.csv") + tend + [r for r in nets if r["library"] == "diffusers"]:
+            em = base.get((r["net"], "em-1000"))
+            ratio = f"{float(r['fd']) / em:.2f}" if em else "-"
+            print(f"| {r['net']} | {r['library']}:{r['sampler']}[{r['grid']}] | {r['nfe']} | "
+                  f"{r['t_end'] or 'eps'} | {float(r['fd']):.3f} | {ratio} |")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -718,10 +788,11 @@ def main(argv=None) -> int:
     e.add_argument("--few", nargs="+", type=lambda s: tuple(s.split(":")),
                    default=[("k-diffusion", "dpmpp_2m", "uniform")],
                    help="library:sampler:grid entries run with each --few-t-ends")
+    sub.add_parser("report", help="markdown tables from the csv files")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    {"baselines": cmd_baselines, "toys": cmd_toys, "nets": cmd_nets, "tend": cmd_tend}[args.cmd](args)
+    {"baselines": cmd_baselines, "toys": cmd_toys, "nets": cmd_nets, "tend": cmd_tend, "report": cmd_report}[args.cmd](args)
     return 0
 
 
