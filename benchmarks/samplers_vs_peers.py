@@ -54,7 +54,8 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# $SDELAB_UNDER_TEST: measure another checkout's sdelab (e.g. a branch before it lands)
+sys.path.insert(0, os.environ.get("SDELAB_UNDER_TEST", str(ROOT)))
 
 from sdelab import checkpoints, data, metrics, samplers as smp  # noqa: E402
 
@@ -373,7 +374,8 @@ class Toy:
             a, sg = (v.item() for v in sde.marginal_coeffs(torch.tensor([sde.eps], dtype=f64)))
             _, S = gm.moments_t(sde.eps, sde)
             M = torch.eye(len(S), dtype=f64) - sg**2 * torch.linalg.inv(S)
-            self.mean, self.cov = gm.mean, M @ S @ M.T / a**2
+            mean = gm.mean() if callable(gm.mean) else gm.mean
+            self.mean, self.cov = mean, M @ S @ M.T / a**2
         fl = [self.distance(self.exact(n, g)) for _ in range(10)]
         self.floor = float(np.median(fl)), float(np.quantile(fl, 0.9))
 
@@ -760,6 +762,63 @@ def cmd_report(args) -> None:
                   f"{r['t_end'] or 'eps'} | {float(r['fd']):.3f} | {ratio} |")
 
 
+def cmd_plot(args) -> None:
+    """toys.png (path error / distance vs NFE, best grid per sampler) and nets.png (FD vs NFE)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    style = {"sdelab": "-", "k-diffusion": "--", "diffusers": ":"}
+    toys = [r for r in read_rows(OUT / "toys.csv") if not r["t_end"]]
+    if toys:
+        panels = sorted({(r["problem"], r["sde"]) for r in toys})
+        fig, axes = plt.subplots(2, len(panels), figsize=(3.4 * len(panels), 6.4), squeeze=False)
+        for j, (pb, sde) in enumerate(panels):
+            for i, (kind, value) in enumerate((("deterministic", "path_rms"), ("stochastic", "distance"))):
+                ax = axes[i, j]
+                rows = [r for r in toys if (r["problem"], r["sde"], r["kind"]) == (pb, sde, kind)]
+                for lib, smp_name in sorted({(r["library"], r["sampler"]) for r in rows}):
+                    pts = {}
+                    for r in rows:
+                        if (r["library"], r["sampler"]) == (lib, smp_name):
+                            v = float(r[value])
+                            if math.isfinite(v):
+                                n = int(r["nfe"])
+                                pts[n] = min(pts.get(n, math.inf), max(v, 1e-5))
+                    if pts:
+                        xs = sorted(pts)
+                        ax.plot(xs, [pts[x] for x in xs], style[lib], marker=".", label=f"{lib}:{smp_name}")
+                if kind == "stochastic" and rows:
+                    ax.axhline(float(rows[0]["floor_q90"]), color="k", lw=0.8)
+                ax.set(xscale="log", yscale="log", title=f"{pb}, {sde}", xlabel="NFE",
+                       ylabel="path RMS" if i == 0 else rows[0]["metric"] if rows else "")
+        axes[0, -1].legend(fontsize=5, loc="upper right", ncol=2)
+        axes[1, -1].legend(fontsize=5, loc="upper right", ncol=2)
+        fig.tight_layout()
+        fig.savefig(OUT / "toys.png", dpi=110)
+    nets = read_rows(OUT / "nets.csv")
+    if nets:
+        base = read_rows(OUT / "nets_baselines.csv")
+        panels = sorted({(r["net"], r["kind"]) for r in nets})
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
+        for ax, (net, kind) in zip(axes[0], panels):
+            rows = [r for r in nets if (r["net"], r["kind"]) == (net, kind)]
+            for lab in sorted({(r["library"], r["sampler"], r["grid"]) for r in rows}):
+                pts = sorted((int(r["nfe"]), float(r["fd"])) for r in rows
+                             if (r["library"], r["sampler"], r["grid"]) == lab)
+                ax.plot(*zip(*pts), style[lab[0]], marker=".", label=f"{lab[0]}:{lab[1]}[{lab[2]}]")
+            for r in base:
+                if r["net"] == net:
+                    ax.axhline(float(r["fd"]), color="k", lw=0.8, ls="-" if r["sampler"] == "em-1000" else "--")
+                    ax.text(5, float(r["fd"]), r["sampler"], fontsize=6, va="bottom")
+            ax.set(xscale="log", yscale="log", title=f"{net}, {kind} (N = 1000)", xlabel="NFE",
+                   ylabel="classifier FD")
+            ax.legend(fontsize=5)
+        fig.tight_layout()
+        fig.savefig(OUT / "nets.png", dpi=110)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -789,10 +848,11 @@ def main(argv=None) -> int:
                    default=[("k-diffusion", "dpmpp_2m", "uniform")],
                    help="library:sampler:grid entries run with each --few-t-ends")
     sub.add_parser("report", help="markdown tables from the csv files")
+    sub.add_parser("plot", help="toys.png and nets.png from the csv files")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    {"baselines": cmd_baselines, "toys": cmd_toys, "nets": cmd_nets, "tend": cmd_tend, "report": cmd_report}[args.cmd](args)
+    {"baselines": cmd_baselines, "toys": cmd_toys, "nets": cmd_nets, "tend": cmd_tend, "report": cmd_report, "plot": cmd_plot}[args.cmd](args)
     return 0
 
 
