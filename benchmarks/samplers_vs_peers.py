@@ -487,14 +487,25 @@ def draw_net(net: str, key: str, run, n: int = NET_N, batch: int = NET_BATCH):
     ckpt = net_state(net)
     cache = CACHE / net / key
     cache.mkdir(parents=True, exist_ok=True)
-    out, nfe = [], None
-    for i, start in enumerate(range(0, n, batch)):
+    # $PEERS_HELPER=1: a helper process for a long run: it takes the chunks from the last one
+    # backwards, skipping those done or claimed (a .lock file), and leaves the scoring to the
+    # main process, which goes forwards
+    helper = os.environ.get("PEERS_HELPER") == "1"
+    starts = list(enumerate(range(0, n, batch)))
+    results = {}
+    for i, start in (reversed(starts) if helper else starts):
         path = cache / f"chunk{i:03d}.pt"
         if path.exists():
             saved = torch.load(path, weights_only=True)
-            out.append(saved["x"])
+            results[i] = saved["x"]
             nfe = int(saved["nfe"])
             continue
+        lock = path.with_suffix(".lock")
+        if helper:
+            try:
+                os.close(os.open(lock, os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                continue
         b = min(batch, n - start)
         gen = torch.Generator().manual_seed(i)
         x_T = ckpt.sde.prior_sample((b, 1, 28, 28), generator=gen)
@@ -506,7 +517,11 @@ def draw_net(net: str, key: str, run, n: int = NET_N, batch: int = NET_BATCH):
         tmp = path.with_suffix(".tmp")
         torch.save({"x": x, "nfe": nfe}, tmp)
         os.replace(tmp, path)
-        out.append(x)
+        lock.unlink(missing_ok=True)
+        results[i] = x
+    if helper:
+        raise SystemExit(f"helper: no chunk of {net} {key} left to claim")
+    out = [results[i] for i, _ in starts]
     return torch.cat(out), nfe
 
 
