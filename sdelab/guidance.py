@@ -39,6 +39,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from . import checks
 from .sde import SDE
 from .utils import ScoreFn, Tensor, TimeLike, batch_time, expand
 
@@ -52,20 +53,6 @@ __all__ = [
 ]
 
 LogitsFn = Callable[[Tensor, Tensor], Tensor]
-
-
-def _check_callable(fn, name: str, signature: str) -> None:
-    if not callable(fn):
-        raise TypeError(f"{name} must be callable as {signature}, got {type(fn).__name__}")
-
-
-def _check_scale(scale) -> float:
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
-        raise TypeError(f"scale must be a real number (the guidance scale w), got {type(scale).__name__}")
-    scale = float(scale)
-    if not torch.isfinite(torch.tensor(scale)):
-        raise ValueError(f"scale must be finite, got {scale}")
-    return scale
 
 
 def _labels(y, x: Tensor, num_classes: int | None = None) -> Tensor:
@@ -92,16 +79,21 @@ def classifier_log_prob_grad(logits_fn: LogitsFn, x: Tensor, t: TimeLike, y) -> 
     enabled here even under ``torch.no_grad()``; the result is detached, shaped and typed like ``x``.
     Samples are independent, so the gradient of the batch *sum* is each sample's own gradient.
     """
-    _check_callable(logits_fn, "logits_fn", "logits_fn(x, t) -> (B, num_classes) logits")
+    checks.callable_(logits_fn, "logits_fn", "logits_fn(x, t) -> (B, num_classes) logits")
+    checks.tensor(x, "x", min_ndim=1, floating=True, finite=False)
+    return _log_prob_grad(logits_fn, x, t, _labels(y, x), check_range=True)
+
+
+def _log_prob_grad(logits_fn: LogitsFn, x: Tensor, t: TimeLike, y: Tensor, check_range: bool) -> Tensor:
+    """The maths of :func:`classifier_log_prob_grad`; the label range (a host read) only if asked."""
     t = batch_time(t, x)
-    y = _labels(y, x)
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         logits = logits_fn(xg, t)
         if logits.dim() != 2 or logits.shape[0] != x.shape[0]:
             raise ValueError(f"logits_fn must return (B, num_classes) = ({x.shape[0]}, K) logits, got "
                              f"shape {tuple(logits.shape)}")
-        if (y >= logits.shape[1]).any() or (y < 0).any():
+        if check_range and ((y >= logits.shape[1]).any() or (y < 0).any()):
             raise ValueError(f"y must lie in [0, {logits.shape[1] - 1}], got labels {y.unique().tolist()}")
         log_p = F.log_softmax(logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits, dim=-1)
         (grad,) = torch.autograd.grad(log_p.gather(1, y[:, None]).sum(), xg)
@@ -116,19 +108,25 @@ def classifier_guidance(score_fn: ScoreFn, logits_fn: LogitsFn, y, scale: float 
         logits_fn: the noisy classifier ``logits_fn(x, t) -> (B, K)`` for the *same* SDE (it must
             have seen data perturbed as :math:`x_t`).
         y: the target class, an int or a ``(B,)`` tensor of labels (one per sample).
-        scale: the guidance scale :math:`w` (1 = the conditional score; 0 = unconditional).
+        scale: the guidance scale :math:`w` (1 = the conditional score; 0 = unconditional), a
+            finite real number (negative values push away from the class).
 
     Returns a ``score_fn(x, t)`` for any sampler. Each call costs one score evaluation and one
-    classifier forward and backward pass.
+    classifier forward and backward pass. The labels are checked against the classifier's
+    number of classes at the first call only (a host read), not at every evaluation.
     """
-    _check_callable(score_fn, "score_fn", "score_fn(x, t)")
-    _check_callable(logits_fn, "logits_fn", "logits_fn(x, t) -> (B, num_classes) logits")
-    w = _check_scale(scale)
+    checks.callable_(score_fn, "score_fn", "score_fn(x, t)")
+    checks.callable_(logits_fn, "logits_fn", "logits_fn(x, t) -> (B, num_classes) logits")
+    w = checks.real(scale, "scale")
     if isinstance(y, bool) or not isinstance(y, (numbers.Integral, Tensor)):
         raise TypeError(f"y must be an int class label or a (B,) integer tensor, got {type(y).__name__}")
+    first = [True]
 
     def guided(x: Tensor, t: TimeLike) -> Tensor:
-        return score_fn(x, t) + w * classifier_log_prob_grad(logits_fn, x, t, y)
+        labels = _labels(y, x)
+        grad = _log_prob_grad(logits_fn, x, t, labels, check_range=first[0])
+        first[0] = False
+        return score_fn(x, t) + w * grad
 
     return guided
 
@@ -142,13 +140,15 @@ def classifier_free_guidance(cond_score_fn: ScoreFn, uncond_score_fn: ScoreFn, s
         uncond_score_fn: the unconditional score of the same network (its null label, e.g.
             ``score_fn_from_net(net, sde)``).
         scale: :math:`w \ge 0` in Ho & Salimans' convention: 0 = the conditional model, and
-            :math:`w` corresponds to classifier guidance at scale :math:`1 + w`.
+            :math:`w` corresponds to classifier guidance at scale :math:`1 + w`. A negative
+            :math:`w` is refused: below 0 the formula stops being a guided score and extrapolates
+            away from the condition (:math:`w = -1` is the unconditional model itself).
 
     Each call evaluates both scores (two network evaluations).
     """
-    _check_callable(cond_score_fn, "cond_score_fn", "cond_score_fn(x, t)")
-    _check_callable(uncond_score_fn, "uncond_score_fn", "uncond_score_fn(x, t)")
-    w = _check_scale(scale)
+    checks.callable_(cond_score_fn, "cond_score_fn", "cond_score_fn(x, t)")
+    checks.callable_(uncond_score_fn, "uncond_score_fn", "uncond_score_fn(x, t)")
+    w = checks.real(scale, "scale", nonnegative=True)
 
     def guided(x: Tensor, t: TimeLike) -> Tensor:
         return (1 + w) * cond_score_fn(x, t) - w * uncond_score_fn(x, t)
@@ -162,7 +162,7 @@ def classifier_free_guidance(cond_score_fn: ScoreFn, uncond_score_fn: ScoreFn, s
 @torch.no_grad()
 def classifier_accuracy(logits_fn: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, *, batch_size: int = 500) -> float:
     """Fraction of ``x`` whose arg-max class under ``logits_fn(x)`` equals ``y`` (in batches)."""
-    _check_callable(logits_fn, "logits_fn", "logits_fn(x) -> (B, num_classes) logits")
+    checks.callable_(logits_fn, "logits_fn", "logits_fn(x) -> (B, num_classes) logits")
     y = _labels(y, x)
     correct = 0
     for i in range(0, x.shape[0], batch_size):
@@ -178,7 +178,7 @@ def noisy_classifier_accuracy(logits_fn: LogitsFn, sde: SDE, x0: Tensor, y: Tens
     One fresh :math:`z` per image and time, drawn from ``generator``. The curve falls from the
     clean accuracy at :math:`t \approx 0` to chance (:math:`1/K`) where the noise drowns the signal.
     """
-    _check_callable(logits_fn, "logits_fn", "logits_fn(x, t) -> (B, num_classes) logits")
+    checks.callable_(logits_fn, "logits_fn", "logits_fn(x, t) -> (B, num_classes) logits")
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be an sdelab.sde.SDE, got {type(sde).__name__}")
     y = _labels(y, x0)

@@ -172,6 +172,16 @@ def _check_stats(mu: np.ndarray, sigma: np.ndarray, which: str) -> None:
         raise ValueError(f"{which} statistics: mu must be (F,) and sigma (F, F); got {mu.shape} and {sigma.shape}")
     if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
         raise ValueError(f"{which} statistics contain NaN or infinite values")
+    # a covariance is symmetric positive semi-definite; anything else has no Gaussian (and gave
+    # silently wrong distances, e.g. 0.0 for a negative-definite one). Tolerance: 1e-6 of the
+    # largest entry / eigenvalue, far above the round-off of a float64 sample covariance.
+    scale = max(np.abs(sigma).max(initial=0.0), np.finfo(np.float64).tiny)
+    if np.abs(sigma - sigma.T).max(initial=0.0) > 1e-6 * scale:
+        raise ValueError(f"{which} statistics: sigma must be a symmetric covariance matrix")
+    w = np.linalg.eigvalsh(0.5 * (sigma + sigma.T))
+    if w.size and w.min() < -1e-6 * max(np.abs(w).max(), np.finfo(np.float64).tiny):
+        raise ValueError(f"{which} statistics: sigma must be positive semi-definite (a covariance), but its "
+                         f"smallest eigenvalue is {w.min():.3g} (largest {w.max():.3g})")
 
 
 def _psd_eigh(a: np.ndarray, vectors: bool = True):

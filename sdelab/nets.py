@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import checks
 from .utils import ScoreFn, Tensor, TimeLike, batch_time, expand
 
 __all__ = [
@@ -76,9 +77,16 @@ def score_fn_from_net(net: nn.Module, sde, **cond) -> ScoreFn:
     returned function is what every sampler, likelihood and guidance routine takes. It does not
     switch the network to eval mode or disable gradients: callers decide (samplers usually run
     under ``torch.no_grad()``; guidance needs gradients of a classifier, not of this).
+
+    Checks happen here, once: ``net`` is a module, ``sde`` an SDE, and a label ``y`` lies in
+    ``[0, num_classes]`` (``num_classes`` is the null label). The returned function is a hot path
+    (one call per sampler step) and reads nothing back to the host.
     """
     if not isinstance(net, nn.Module):
         raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}")
+    checks.sde(sde)
+    if "y" in cond and cond["y"] is not None:
+        cond = {**cond, "y": _check_labels(cond["y"], getattr(net, "num_classes", None))}
 
     def score_fn(x: Tensor, t: TimeLike) -> Tensor:
         t = batch_time(t, x)
@@ -86,6 +94,21 @@ def score_fn_from_net(net: nn.Module, sde, **cond) -> ScoreFn:
         return -net_eps(net, sde, x, t, **cond) / expand(sigma, x)
 
     return score_fn
+
+
+def _check_labels(y, num_classes: int | None):
+    """Labels for a class-conditional net, checked once at the door (``num_classes`` = null label)."""
+    if num_classes is None:
+        raise TypeError("y was given but this network is unconditional (num_classes=None)")
+    if isinstance(y, Tensor):
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) > num_classes):
+            raise ValueError(f"y must lie in [0, {num_classes - 1}] (or {num_classes}, the null label), "
+                             f"got labels in [{int(y.min())}, {int(y.max())}]")
+        return y
+    checks.integer(y, "y", minimum=0, maximum=num_classes)
+    return y
 
 
 def logits_fn_from_net(classifier: nn.Module, sde):
@@ -119,6 +142,7 @@ class GaussianFourierProjection(nn.Module):
     """
 
     def __init__(self, embed_dim: int = 128, scale: float = 16.0, seed: int = 0):
+        r"""Draw the ``embed_dim // 2`` frequencies :math:`W_j \sim \mathcal N(0, s^2)` from ``seed``."""
         super().__init__()
         if embed_dim < 2 or embed_dim % 2:
             raise ValueError(f"embed_dim must be an even integer >= 2, got {embed_dim}")
@@ -126,6 +150,7 @@ class GaussianFourierProjection(nn.Module):
         self.register_buffer("W", torch.randn(embed_dim // 2, generator=g) * float(scale))
 
     def forward(self, t: Tensor) -> Tensor:
+        r"""``(B,)`` times -> ``(B, embed_dim)`` features :math:`\gamma(t)`."""
         proj = 2 * math.pi * t[:, None].to(self.W.dtype) * self.W[None, :]
         return torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
 
@@ -315,14 +340,14 @@ class UNet(nn.Module):
         self.conv_out = _zero(nn.Conv2d(c, in_channels, 3, padding=1))
 
     def embed(self, t: Tensor, y: Tensor | None) -> Tensor:
+        """Time features plus the label embedding (``y = None`` means the null label)."""
         emb = self.time(t)
         if self.label is not None:
             if y is None:
                 y = torch.full((t.shape[0],), self.num_classes, dtype=torch.long, device=t.device)
+            # no range check here (a host read in every evaluation): score_fn_from_net checks
+            # labels at its door; an out-of-range label still fails in nn.Embedding
             y = torch.as_tensor(y, device=t.device).long().expand(t.shape[0])
-            if (y < 0).any() or (y > self.num_classes).any():
-                raise ValueError(f"y must lie in [0, {self.num_classes}] ({self.num_classes} = null label), "
-                                 f"got {y.unique().tolist()}")
             emb = emb + self.label(y)
         elif y is not None:
             raise TypeError("y was given but this network is unconditional (num_classes=None)")

@@ -61,6 +61,7 @@ from .sde import SDE
 from .utils import ScoreFn, Tensor, check_finite, expand
 
 __all__ = [
+    "SAMPLERS",
     "GRIDS",
     "PREDICTORS",
     "SampleResult",
@@ -763,3 +764,19 @@ def probability_flow_rk45(score_fn: ScoreFn, sde: SDE, x_T: Tensor, *, rtol: flo
         traj = np.concatenate(ys, axis=1).T.copy()
         trajectory = torch.from_numpy(traj).reshape(len(times), *shape).to(device=device, dtype=dtype)
     return SampleResult(x=x, nfe=nfe, times=torch.tensor(times, dtype=dtype, device=device), trajectory=trajectory)
+
+
+SAMPLERS: dict[str, Callable[..., SampleResult]] = {
+    "euler_maruyama": euler_maruyama,
+    "reverse_diffusion": reverse_diffusion,
+    "predictor_corrector": predictor_corrector,
+    "probability_flow_euler": probability_flow_euler,
+    "heun": heun,
+    "dpm_solver": dpm_solver,
+    "probability_flow_rk45": probability_flow_rk45,
+}
+"""Every sampler by name (for the CLI's ``--sampler`` choices and ``sample_from_checkpoint``).
+
+Each is called as ``sampler(score_fn, sde, x_T, *, steps, grid=..., generator=None, ...)`` and
+returns a :class:`SampleResult` ``(x, nfe, times, trajectory)``.
+"""

@@ -24,22 +24,33 @@ Three SDEs, with VP-type ones taking a linear or cosine schedule, give the five 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
 
+from . import checks
 from .schedules import CosineBeta, GeometricSigma, LinearBeta, make_schedule
-from .utils import ScoreFn, Tensor, TimeLike, batch_time, check_finite, check_time_range, expand, log_normal_const
+from .utils import ScoreFn, Tensor, TimeLike, batch_time, expand, log_normal_const
 
 __all__ = ["SDE", "VESDE", "VPSDE", "SubVPSDE", "ReverseSDE", "make_sde", "sde_from_config", "SDE_NAMES"]
 
 
 class SDE:
-    """Base class of the linear-drift SDEs. Subclasses define the coefficient functions.
+    r"""Base class of the linear-drift SDEs. Subclasses define the coefficient functions.
 
     Attributes:
         T: final time (1 for every SDE here).
-        eps: smallest time used when sampling or training; the score is singular at ``t = 0``.
+        eps: the paper's :math:`\epsilon`, the smallest time used when sampling or training (the
+            score is singular at ``t = 0``); samplers and the likelihood stop at ``t = eps``.
+        name: the configuration name, one of :data:`SDE_NAMES` (``"vp-linear"``, ...); the same
+            string as ``config()["name"]`` and accepted by :func:`make_sde`.
+
+    Cost model: the coefficient methods (:meth:`drift`, :meth:`diffusion`,
+    :meth:`marginal_coeffs`, :meth:`half_log_snr`) run inside every score evaluation, so they check
+    the *type* of ``t`` and the range of a Python float, but never read a tensor ``t`` back to the
+    host. Range checks of tensor times belong at the door of the public function that receives
+    them (:meth:`marginal`, :meth:`perturb`, the samplers).
     """
 
     T: float = 1.0
@@ -56,7 +67,11 @@ class SDE:
         raise NotImplementedError
 
     def marginal_coeffs(self, t: TimeLike) -> tuple[Tensor, Tensor]:
-        r"""``(alpha(t), sigma(t))``: mean coefficient and standard deviation of :math:`p_{0t}`."""
+        r"""``(alpha(t), sigma(t))``: mean coefficient and standard deviation of :math:`p_{0t}`.
+
+        Shaped like ``t``. Runs inside every score evaluation: a float ``t`` is range-checked, a
+        tensor ``t`` is not (no host read; callers check tensor times at their door).
+        """
         raise NotImplementedError
 
     def t_from_half_log_snr(self, lam: Tensor) -> Tensor:
@@ -69,17 +84,28 @@ class SDE:
         raise NotImplementedError
 
     def config(self) -> dict:
+        """A JSON-able dict that :func:`sde_from_config` turns back into this SDE (stored in cards)."""
         raise NotImplementedError
 
     # --- shared machinery ---
     def _time(self, t: TimeLike, x: Tensor | None = None, lo: float = 0.0) -> Tensor:
+        """``t`` as a tensor (``(B,)`` when ``x`` is given); a float is range-checked, a tensor is not.
+
+        No host read: this runs inside every score evaluation (see the class docstring).
+        """
+        if isinstance(t, bool) or not isinstance(t, (int, float, Tensor)):
+            raise TypeError(f"t must be a float or a tensor, got {type(t).__name__}")
+        if not isinstance(t, Tensor):
+            checks.time(t, "t", lo, self.T, slack=1e-6)
         if x is not None:
-            t = batch_time(t, x)
-        elif not isinstance(t, Tensor):
-            if isinstance(t, bool) or not isinstance(t, (int, float)):
-                raise TypeError(f"t must be a float or a tensor, got {type(t).__name__}")
+            return batch_time(t, x)
+        if not isinstance(t, Tensor):
             t = torch.tensor(float(t), dtype=torch.get_default_dtype())
-        return check_time_range(t, lo, self.T)
+        return t
+
+    def _door_time(self, t: TimeLike, x: Tensor, lo: float = 0.0) -> Tensor:
+        """``t`` as a ``(B,)`` tensor, every entry checked to lie in ``[lo, T]`` (one host read)."""
+        return checks.time_in_range(self._time(t, x, lo), "t", lo, self.T)
 
     def drift(self, x: Tensor, t: TimeLike) -> Tensor:
         r"""Forward drift :math:`f(x, t) = f(t)\,x`."""
@@ -91,20 +117,29 @@ class SDE:
         return self.diffusion_coeff(self._time(t))
 
     def marginal(self, x0: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
-        r"""Mean :math:`\alpha(t)x_0` (shaped like ``x0``) and std :math:`\sigma(t)` (shape ``(B,)``) of :math:`p_{0t}(\cdot \mid x_0)`."""
-        check_finite(x0, "x0")
-        alpha, sigma = self.marginal_coeffs(batch_time(t, x0))
+        r"""Mean :math:`\alpha(t)x_0` and std :math:`\sigma(t)` of :math:`p_{0t}(\cdot \mid x_0)`.
+
+        The mean is shaped like ``x0``, the std is ``(B,)``; ``t`` (a float or ``(B,)``) must lie in
+        ``[0, T]`` and ``x0`` must be finite (both checked here, at the door).
+        """
+        checks.tensor(x0, "x0", min_ndim=1)
+        alpha, sigma = self.marginal_coeffs(self._door_time(t, x0))
         return expand(alpha, x0) * x0, sigma
 
-    def perturb(self, x0: Tensor, t: TimeLike, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def perturb(
+        self, x0: Tensor, t: TimeLike, generator: torch.Generator | int | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         r"""Draw :math:`x_t = \alpha(t)x_0 + \sigma(t) z`, :math:`z \sim \mathcal N(0, I)`.
 
-        Returns ``(x_t, z, sigma)``; ``t`` must lie in ``[eps, T]``.
+        Returns ``(x_t, z, sigma)``; ``t`` must lie in ``[eps, T]``. ``generator`` is a
+        ``torch.Generator`` on ``x0``'s device, an int seed, or ``None``.
         """
-        t = self._time(t, x0, lo=self.eps)
-        mean, sigma = self.marginal(x0, t)
+        checks.tensor(x0, "x0", min_ndim=1)
+        generator = checks.generator(generator, like=x0)
+        t = self._door_time(t, x0, lo=self.eps)
+        alpha, sigma = self.marginal_coeffs(t)
         z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        return mean + expand(sigma, x0) * z, z, sigma
+        return expand(alpha, x0) * x0 + expand(sigma, x0) * z, z, sigma
 
     def half_log_snr(self, t: TimeLike) -> Tensor:
         r"""Half the log signal-to-noise ratio, :math:`\lambda(t) = \log(\alpha(t)/\sigma(t))`.
@@ -118,21 +153,29 @@ class SDE:
     def prior_sample(
         self,
         shape: tuple[int, ...] | torch.Size,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> Tensor:
-        r"""Draw :math:`x_T \sim \mathcal N(0, \sigma_T^2 I)` of the given shape ``(B, ...)``."""
-        shape = tuple(shape)
-        if len(shape) < 1 or any(int(s) < 1 for s in shape):
-            raise ValueError(f"shape must be (B, ...) with positive sizes, got {shape}")
+        r"""Draw :math:`x_T \sim \mathcal N(0, \sigma_T^2 I)` of the given shape ``(B, ...)``.
+
+        ``generator`` is a ``torch.Generator``, an int seed (a generator on ``device`` seeded with
+        it), or ``None``; without ``device`` the samples go to the generator's device.
+        """
+        bad = not isinstance(shape, (tuple, list, torch.Size)) or len(shape) < 1 or any(
+            isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in shape)
+        if bad:
+            raise (TypeError if not isinstance(shape, (tuple, list, torch.Size)) else ValueError)(
+                f"shape must be (B, ...) with positive integer sizes, got {shape!r}")
+        shape = tuple(int(s) for s in shape)
+        generator = checks.generator(generator, device=device)
         if generator is not None and device is None:
             device = generator.device
         return self.prior_std * torch.randn(shape, generator=generator, device=device, dtype=dtype)
 
     def prior_logp(self, z: Tensor) -> Tensor:
         r""":math:`\log\mathcal N(z; 0, \sigma_T^2 I)` summed over all but the batch dimension, shape ``(B,)``."""
-        check_finite(z, "z")
+        checks.tensor(z, "z", min_ndim=1)
         d = z[0].numel()
         s2 = self.prior_std**2
         return -0.5 * z.flatten(1).pow(2).sum(1) / s2 - log_normal_const(d) - 0.5 * d * math.log(s2)
@@ -191,17 +234,19 @@ class VESDE(SDE):
     """
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, eps: float = 1e-5):
-        self.sigmas = GeometricSigma(sigma_min, sigma_max)
-        _check_eps(eps)
-        self.eps = float(eps)
+        self.sigmas = GeometricSigma(checks.real(sigma_min, "sigma_min", positive=True),
+                                     checks.real(sigma_max, "sigma_max", positive=True))
+        self.eps = _check_eps(eps)
         self.name = "ve"
 
     @property
     def sigma_min(self) -> float:
+        r""":math:`\sigma_{\min}`, the noise level at ``t = 0``."""
         return self.sigmas.sigma_min
 
     @property
     def sigma_max(self) -> float:
+        r""":math:`\sigma_{\max}`, the noise level at ``t = T`` (and the prior's std)."""
         return self.sigmas.sigma_max
 
     def drift_coeff(self, t):
@@ -225,7 +270,7 @@ class VESDE(SDE):
         return self.sigma_max
 
     def config(self):
-        return {"name": "ve", "sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "eps": self.eps}
+        return {"name": self.name, "sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "eps": self.eps}
 
 
 class _VPFamily(SDE):
@@ -234,9 +279,10 @@ class _VPFamily(SDE):
     kind: str
 
     def __init__(self, schedule="linear", eps: float = 1e-3, **schedule_kwargs):
+        # every schedule parameter (beta_min, beta_max, s) is a positive rate or offset
+        schedule_kwargs = {k: checks.real(v, k, positive=True) for k, v in schedule_kwargs.items()}
         self.schedule = make_schedule(schedule, **schedule_kwargs)
-        _check_eps(eps)
-        self.eps = float(eps)
+        self.eps = _check_eps(eps)
         self.name = f"{self.kind}-{self.schedule.name}"
 
     def drift_coeff(self, t):
@@ -247,7 +293,7 @@ class _VPFamily(SDE):
         return 1.0
 
     def config(self):
-        return {"name": self.kind, "schedule": self.schedule.config(), "eps": self.eps}
+        return {"name": self.name, "schedule": self.schedule.config(), "eps": self.eps}
 
 
 class VPSDE(_VPFamily):
@@ -301,9 +347,8 @@ class SubVPSDE(_VPFamily):
         return self.schedule.inverse_integral(-2 * torch.log(a))
 
 
-def _check_eps(eps: float) -> None:
-    if not (0 < eps < 1):
-        raise ValueError(f"eps must lie in (0, 1), got {eps}")
+def _check_eps(eps: float) -> float:
+    return checks.real(eps, "eps", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
 
 
 SDE_NAMES = ("ve", "vp-linear", "vp-cosine", "subvp-linear", "subvp-cosine")
@@ -329,14 +374,25 @@ def make_sde(name: str, **kwargs) -> SDE:
 
 
 def sde_from_config(config: dict) -> SDE:
-    """Rebuild an SDE from :meth:`SDE.config` (as stored in a checkpoint card)."""
+    """Rebuild an SDE from :meth:`SDE.config` (as stored in a checkpoint card).
+
+    ``config["name"]`` is one of :data:`SDE_NAMES`; the family names ``"vp"``/``"subvp"`` of
+    cards written before the names were unified are read too (the schedule comes from
+    ``config["schedule"]``).
+    """
+    if not isinstance(config, dict):
+        raise TypeError(f"config must be a dict from SDE.config(), got {type(config).__name__}")
     config = dict(config)
     name = config.pop("name", None)
     if name == "ve":
         return VESDE(**config)
-    if name in ("vp", "subvp"):
+    kind, _, sched_in_name = str(name).partition("-")
+    if kind in ("vp", "subvp") and "schedule" in config:
         sched = dict(config.pop("schedule"))
-        sched_name = sched.pop("name")
-        cls = VPSDE if name == "vp" else SubVPSDE
+        sched_name = sched.pop("name", None)
+        if sched_in_name and sched_name != sched_in_name:
+            raise ValueError(f"SDE config names {name!r} but its schedule is {sched_name!r}")
+        cls = VPSDE if kind == "vp" else SubVPSDE
         return cls(schedule=sched_name, **sched, **config)
-    raise ValueError(f"unknown SDE config name {name!r}; expected 've', 'vp' or 'subvp'")
+    raise ValueError(f"unknown SDE config name {name!r}; expected one of {SDE_NAMES} with a 'schedule' entry "
+                     "for VP/sub-VP")

@@ -9,6 +9,10 @@ One function, :func:`train`, runs any *objective* (``losses.DSMObjective`` for s
   So one DDP step on ``P`` processes with ``batch_size / P`` samples each is the single-process
   step on the concatenated batch (DDP averages the gradients of per-process means).
 * **Dropout** uses the global torch RNG, reseeded at every step from ``(seed, step, rank)``.
+* **Nothing silent, nothing lost.** A non-finite loss or gradient stops training before the
+  optimizer step with :class:`TrainingDiverged` (the run folder keeps the last good state; a
+  state with non-finite weights is never written). Ctrl-C (SIGINT) finishes the current step,
+  saves a resumable state and returns with ``result.interrupted = True``.
 * **Resume.** Every ``ckpt_every`` steps the run folder gets ``state.pt`` (model, EMA, optimizer,
   scheduler, step, the generators' states, the current permutation and position, the loss
   history), written to a temporary file then renamed (atomic on POSIX), and read back with
@@ -28,6 +32,8 @@ import copy
 import json
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -37,46 +43,65 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .utils import Tensor
+from . import checks
+from .utils import Tensor, atomic_torch_save, atomic_write_text
 
-__all__ = ["TrainConfig", "TrainResult", "atomic_torch_save", "ema_update", "init_distributed", "train"]
+__all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "atomic_torch_save", "ema_update",
+           "init_distributed", "train"]
 
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of :func:`train` (all JSON-serialisable, stored in run folders and cards)."""
+    """Hyper-parameters of :func:`train` (all JSON-serialisable, stored in run folders and cards).
 
-    steps: int = 10_000
+    These are the one set of training defaults: ``sdelab train`` takes its defaults from here.
+    Every field is checked on construction (types and ranges), before any data or network is
+    built. ``grad_clip`` is the maximal global gradient norm; ``None`` or ``0`` switches clipping off.
+    """
+
+    steps: int = 6000
     batch_size: int = 128  # global: split over processes under DDP
-    lr: float = 5e-4
+    lr: float = 1e-3
     weight_decay: float = 0.0
     betas: tuple = (0.9, 0.999)
-    warmup: int = 500
-    lr_schedule: str = "constant"  # or "cosine"
+    warmup: int = 200
+    lr_schedule: str = "cosine"  # or "constant"
     grad_clip: float | None = 1.0
     ema_decay: float = 0.999
     bf16: bool = False
     seed: int = 0
-    ckpt_every: int = 1000
+    ckpt_every: int = 500
     log_every: int = 100
     progress: bool = True
 
     def __post_init__(self):
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
-        self.betas = tuple(self.betas)
+        self.steps = checks.integer(self.steps, "steps", minimum=1)
+        self.batch_size = checks.integer(self.batch_size, "batch_size", minimum=1)
+        self.lr = checks.real(self.lr, "lr", positive=True)
+        self.weight_decay = checks.real(self.weight_decay, "weight_decay", nonnegative=True)
+        if not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2:
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {self.betas!r}")
+        self.betas = tuple(checks.real(b, "betas", lo=0.0, hi=1.0, hi_open=True) for b in self.betas)
+        self.warmup = checks.integer(self.warmup, "warmup", minimum=0)
+        checks.choice(self.lr_schedule, "lr_schedule", ("constant", "cosine"))
+        if self.grad_clip is not None:
+            self.grad_clip = checks.real(self.grad_clip, "grad_clip", nonnegative=True) or None
+        self.ema_decay = checks.real(self.ema_decay, "ema_decay", lo=0.0, hi=1.0, hi_open=True)
+        self.bf16 = checks.boolean(self.bf16, "bf16")
+        self.seed = checks.integer(self.seed, "seed", minimum=0)
+        self.ckpt_every = checks.integer(self.ckpt_every, "ckpt_every", minimum=1)
+        self.log_every = checks.integer(self.log_every, "log_every", minimum=1)
+        self.progress = checks.boolean(self.progress, "progress")
 
     def to_dict(self) -> dict:
+        """The fields as a JSON-able dict (``betas`` as a list)."""
         d = asdict(self)
         d["betas"] = list(self.betas)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        """Build from a dict of fields; unknown keys are refused (``ValueError``)."""
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -86,12 +111,33 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    net: nn.Module  # the trained network (unwrapped from DDP)
-    ema: nn.Module  # its exponential moving average: use this one for sampling
-    losses: list = field(default_factory=list)  # one global loss per step, from step 1
+    """What :func:`train` returns.
+
+    Attributes:
+        net: the trained network (unwrapped from DDP).
+        ema: its exponential moving average: use this one for sampling.
+        losses: one global loss per step, from step 1.
+        step: the last completed step.
+        wall_time: seconds spent training, summed over resumes.
+        images_per_sec: throughput of this call (all processes together).
+        interrupted: the run stopped early on Ctrl-C (SIGINT) after saving its state.
+    """
+
+    net: nn.Module
+    ema: nn.Module
+    losses: list = field(default_factory=list)
     step: int = 0
-    wall_time: float = 0.0  # seconds spent training, summed over resumes
-    images_per_sec: float = float("nan")  # throughput of this call (all processes together)
+    wall_time: float = 0.0
+    images_per_sec: float = float("nan")
+    interrupted: bool = False
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient became NaN/infinite; ``.result`` holds the last good weights."""
+
+    def __init__(self, message: str, result: TrainResult | None = None):
+        super().__init__(message)
+        self.result = result
 
 
 def init_distributed() -> tuple[int, int]:
@@ -111,17 +157,13 @@ def init_distributed() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace`` (never a half file)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def _nonfinite_tensors(module: nn.Module) -> list[str]:
+    return [k for k, v in module.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
 
 
 @torch.no_grad()
 def ema_update(ema: nn.Module, net: nn.Module, decay: float) -> None:
-    r""":math:`\bar\theta \leftarrow d\,\bar\theta + (1-d)\,\theta` for parameters; buffers are copied."""
+    r"""EMA step :math:`\bar\theta \leftarrow d\,\bar\theta + (1-d)\,\theta` for parameters; buffers are copied."""
     e_params = [p for p in ema.parameters()]
     n_params = [p.detach() for p in net.parameters()]
     torch._foreach_lerp_(e_params, n_params, 1.0 - decay)
@@ -169,6 +211,13 @@ def train(net: nn.Module, objective, data, config: TrainConfig | dict, *, run_di
         callback: called as ``callback(step, loss, result)`` after each logged step (rank 0).
         stop_at: stop after this step (< ``config.steps``) as if killed, checkpointing first:
             for tests and for splitting a long run into sessions.
+
+    Raises:
+        TrainingDiverged: the loss or gradient norm became non-finite (the optimizer step is not
+            taken; ``run_dir`` keeps the last state saved with finite weights).
+
+    Ctrl-C (SIGINT, in the main thread) ends the current step, saves the state to ``run_dir``
+    and returns with ``interrupted=True``; a second Ctrl-C stops at once.
     """
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
@@ -199,13 +248,16 @@ def train(net: nn.Module, objective, data, config: TrainConfig | dict, *, run_di
     state_file = Path(run_dir) / "state.pt" if run_dir is not None else None
     if run_dir is not None and rank == 0:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
+        from .utils import remove_stale_temporaries
+
+        remove_stale_temporaries(run_dir)  # temporaries of killed saves (on a full disk they keep it full)
         meta_file = Path(run_dir) / "meta.json"
         if meta_file.exists() and resume and state_file.exists():
             stored = json.loads(meta_file.read_text())
             if _jsonable(stored) != _jsonable(run_meta):
                 raise ValueError(f"{run_dir} holds a run with a different configuration; use another run_dir or "
                                  f"resume=False.\nstored: {stored}\nnow:    {_jsonable(run_meta)}")
-        meta_file.write_text(json.dumps(_jsonable(run_meta), indent=2))
+        atomic_write_text(meta_file, json.dumps(_jsonable(run_meta), indent=2))
     if state_file is not None and resume and state_file.exists():
         st = torch.load(state_file, map_location="cpu", weights_only=True)
         net.load_state_dict(st["model"])
@@ -220,6 +272,11 @@ def train(net: nn.Module, objective, data, config: TrainConfig | dict, *, run_di
     def save_state():
         if state_file is None:
             return
+        bad = _nonfinite_tensors(net)
+        if bad:  # never overwrite the last good state with diverged weights
+            raise TrainingDiverged(
+                f"the weights became non-finite by step {step} ({len(bad)} tensors, e.g. {bad[0]!r}); "
+                f"{state_file} keeps the last good state. Lower the learning rate or clip gradients.")
         if rank == 0:
             atomic_torch_save({
                 "model": net.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
@@ -240,8 +297,16 @@ def train(net: nn.Module, objective, data, config: TrainConfig | dict, *, run_di
     sample_shape = tuple(x_all.shape[1:])
     start_step, wall_at_start, t0 = step, wall, time.perf_counter()
     model.train()
+    stop = _SigintFlag()
+    interrupted = False
     try:
+        stop.install()
         while step < last:
+            if stop.requested(world, device):
+                wall, t0 = wall + time.perf_counter() - t0, time.perf_counter()
+                save_state()
+                interrupted = True
+                break
             if pos + config.batch_size > n:  # new epoch; the incomplete tail batch is dropped
                 perm, pos = torch.randperm(n, generator=data_gen), 0
             idx = perm[pos:pos + config.batch_size][rank * local_b:(rank + 1) * local_b]
@@ -255,17 +320,30 @@ def train(net: nn.Module, objective, data, config: TrainConfig | dict, *, run_di
                 loss = objective(model, xb, yb, noise)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if config.grad_clip:
-                nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
-            opt.step()
-            sched.step()
-            step += 1
-            ema_update(ema, net, min(config.ema_decay, (1 + step) / (10 + step)))
             loss_value = loss.detach().float()
             if world > 1:
                 dist.all_reduce(loss_value)
                 loss_value /= world
-            losses.append(loss_value.item())
+            if config.grad_clip:
+                grad_norm = nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip).float()
+                loss_host, grad_host = torch.stack([loss_value, grad_norm.to(loss_value.device)]).tolist()
+            else:
+                loss_host, grad_host = loss_value.item(), 0.0  # one host read per step, as before
+            if not (math.isfinite(loss_host) and math.isfinite(grad_host)):
+                what = "loss" if not math.isfinite(loss_host) else "gradient norm"
+                wall += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                raise TrainingDiverged(
+                    f"the {what} became {loss_host if what == 'loss' else grad_host} at step {step + 1}; "
+                    f"training stopped before that update, with the weights of step {step}"
+                    + (f"; {state_file} keeps the last saved state" if state_file is not None else "")
+                    + ". Lower the learning rate (--lr), clip gradients (--grad-clip) or check the data.",
+                    TrainResult(net=net, ema=ema, losses=losses, step=step, wall_time=wall))
+            opt.step()
+            sched.step()
+            step += 1
+            ema_update(ema, net, min(config.ema_decay, (1 + step) / (10 + step)))
+            losses.append(loss_host)
             if bar is not None:
                 bar.update(1)
             if step % config.log_every == 0 or step == last:
@@ -284,6 +362,7 @@ def train(net: nn.Module, objective, data, config: TrainConfig | dict, *, run_di
                 wall, t0 = wall + time.perf_counter() - t0, time.perf_counter()
                 save_state()
     finally:
+        stop.uninstall()
         if bar is not None:
             bar.close()
         if log is not None:
@@ -291,7 +370,38 @@ def train(net: nn.Module, objective, data, config: TrainConfig | dict, *, run_di
     wall += time.perf_counter() - t0
     done, spent = step - start_step, wall - wall_at_start
     ips = done * config.batch_size / spent if done and spent > 0 else float("nan")
-    return TrainResult(net=net, ema=ema, losses=losses, step=step, wall_time=wall, images_per_sec=ips)
+    return TrainResult(net=net, ema=ema, losses=losses, step=step, wall_time=wall, images_per_sec=ips,
+                       interrupted=interrupted)
+
+
+class _SigintFlag:
+    """Turns the first Ctrl-C into a request to stop after the current step (a second one aborts)."""
+
+    def __init__(self):
+        self.flag = False
+        self.previous = None
+
+    def _handler(self, signum, frame):
+        if self.flag:  # second Ctrl-C: the user insists
+            raise KeyboardInterrupt
+        self.flag = True
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+
+    def uninstall(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+
+    def requested(self, world: int, device) -> bool:
+        if world == 1:
+            return self.flag
+        # every process must stop at the same step: stop if any of them was interrupted
+        flag = torch.tensor([float(self.flag)], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
 
 def _jsonable(obj):

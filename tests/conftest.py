@@ -1,10 +1,14 @@
-"""Test configuration: a fixed hypothesis profile, and one intra-op thread for the toy-sized modules."""
+"""Test configuration: the OpenMP wait policy, a fixed hypothesis profile, one thread for toy-sized modules."""
 
 import os
 
-import pytest
-import torch
-from hypothesis import HealthCheck, settings
+# Before torch loads: OpenMP threads sleep instead of spin-waiting, so the suite slows ~2x, not
+# 20-40x, when another process holds a core (README, "A busy machine"). An explicit value is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 # CI and a reader's laptop get the same, derandomized examples: a failure is reproducible and
 # the suite's cost is fixed. `HYPOTHESIS_PROFILE=explore` draws fresh examples for local hunting.

@@ -65,7 +65,7 @@ def test_tiny_train_exports_a_loadable_checkpoint_and_resumes(tmp_path, capsys):
     assert (tmp_path / "run" / "log.txt").read_text() == before
     assert checkpoints.load(tmp_path / "ck.json").card["final_loss"] == card["final_loss"]
     # changing the run's configuration (here the length, which shapes the cosine schedule) is refused
-    with pytest.raises(ValueError, match="different configuration"):
+    with pytest.raises(SystemExit, match="sdelab train: error: .*different configuration"):
         main(_train_args(tmp_path, "--steps", "6"))
 
 
@@ -77,23 +77,23 @@ def test_config_file_with_unknown_keys_is_refused(tmp_path):
 
 
 def test_sample_writes_a_png_grid(tmp_path, monkeypatch):
+    from sdelab import samplers
+
     main(_train_args(tmp_path))
     calls = {}
 
-    def fake_em(score_fn, sde, x_T, *, steps, generator=None):
-        calls["steps"] = steps
+    def fake_em(score_fn, sde, x_T, *, steps, generator=None, denoise=False):
+        calls["steps"], calls["denoise"] = steps, denoise
         with torch.no_grad():
             s = score_fn(x_T, sde.T)
         return types.SimpleNamespace(x=(x_T + s).clamp(-1, 1), nfe=1)
 
-    monkeypatch.setitem(sys.modules, "sdelab.samplers", types.SimpleNamespace(euler_maruyama=fake_em))
-    import sdelab
-
-    monkeypatch.setattr(sdelab, "samplers", sys.modules["sdelab.samplers"], raising=False)
+    monkeypatch.setitem(samplers.SAMPLERS, "euler_maruyama", fake_em)
     out = tmp_path / "grid.png"
     assert main(["sample", str(tmp_path / "ck.json"), "--out", str(out), "--n", "5", "--batch", "2",
                  "--steps", "3"]) == 0
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and calls["steps"] == 3
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and calls == {"steps": 3, "denoise": True}
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
     with pytest.raises(SystemExit, match="class-conditional"):
         main(["sample", str(tmp_path / "ck.json"), "--out", str(out), "--label", "1"])
 

@@ -59,7 +59,7 @@ def test_likelihood_matches_a_direct_call(ckpts, tmp_path, capsys):
 
 
 def test_likelihood_refuses_a_classifier(ckpts):
-    with pytest.raises(checkpoints.CheckpointError, match="classifier"):
+    with pytest.raises(SystemExit, match="sdelab likelihood: error: .*classifier"):
         main(["likelihood", str(ckpts / "clf.json"), "--n", "2"])
 
 
@@ -88,7 +88,7 @@ def test_evaluate_generates_with_a_sampler(ckpts, tmp_path):
     gen = torch.load(tmp_path / "gen.pt", weights_only=True)
     assert gen.shape == (6, *SHAPE) and gen.abs().max() <= 1
     s = json.loads((tmp_path / "ev.json").read_text())
-    assert s["fd"] >= 0 and s["nfe"] == 3
+    assert s["fd"] >= 0 and s["nfe"] == 4  # 3 steps and the final Tweedie step
 
 
 def test_evaluate_with_inception_features_is_clear_when_unavailable(ckpts, monkeypatch):
@@ -98,4 +98,4 @@ def test_evaluate_with_inception_features_is_clear_when_unavailable(ckpts, monke
     monkeypatch.setattr(metrics, "inception_features", unavailable)
     with pytest.raises(SystemExit, match=r"sdelab\[fid\]"):
         main(["evaluate", str(ckpts / "score.json"), "--classifier", str(ckpts / "clf.json"), "--features",
-              "inception", "--n", "4"])
+              "inception", "--n", "4", "--splits", "2"])

@@ -129,3 +129,20 @@ def test_dequantize_noise_is_uniform():
     assert abs(v.mean().item() - 0.5) < 4 * (12**-0.5) / 100_000**0.5
     with pytest.raises(TypeError, match="uint8"):
         dequantize(torch.zeros(3))
+
+
+@pytest.mark.parametrize("content, name", [
+    (lambda good: good[: len(good) // 2], "train-images-idx3-ubyte.gz"),  # truncated gzip
+    (lambda good: b"plain bytes, not gzip", "train-images-idx3-ubyte.gz"),  # not gzip at all
+    (lambda good: b"", "train-images-idx3-ubyte.gz"),
+])
+def test_damaged_data_files_name_the_file(tmp_path, content, name):
+    import gzip
+
+    arr = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4)
+    header = bytes([0, 0, 8, 3]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    good = gzip.compress(header + arr.tobytes())
+    path = tmp_path / name
+    path.write_bytes(content(good))
+    with pytest.raises(ValueError, match=f"{name}"):
+        read_idx(path)

@@ -219,6 +219,12 @@ def test_noisy_classifier_accuracy_of_the_exact_posterior():
     (ValueError, "shape", lambda gm, sde: classifier_guidance(gm.score_fn(sde), gm.logits_fn(sde),
                                                               torch.tensor([0, 1, 2]))(torch.zeros(2, 2, dtype=f64), 0.5)),
     (ValueError, "logits", lambda gm, sde: classifier_log_prob_grad(lambda x, t: x.sum(1), torch.zeros(2, 2), 0.5, 0)),
+    (ValueError, r"scale must be a finite number >= 0, got -1",
+     lambda gm, sde: classifier_free_guidance(gm.score_fn(sde), gm.score_fn(sde), -1.0)),
+    (ValueError, "scale must be", lambda gm, sde: classifier_free_guidance(gm.score_fn(sde), gm.score_fn(sde),
+                                                                             float("nan"))),
+    (TypeError, "scale must be a real number", lambda gm, sde: classifier_free_guidance(gm.score_fn(sde),
+                                                                                          gm.score_fn(sde), "2")),
 ])
 def test_bad_arguments_raise_clear_errors(case):
     exc, match, call = case
@@ -268,8 +274,9 @@ def test_cli_trains_and_exports_both_classifier_kinds(tmp_path):
     assert json.loads((tmp_path / "r2" / "meta.json").read_text())["objective"] == {"objective": "classifier"}
     with pytest.raises(SystemExit, match="class-conditional"):
         main(["train", "--kind", "classifier", "--class-conditional", *common])
-    with pytest.raises(SystemExit, match="--kind"):
+    with pytest.raises(SystemExit) as info:  # argparse's choices: usage error, exit status 2
         main(["train", "--kind", "regressor", *common])
+    assert info.value.code == 2
 
 
 def test_classifier_free_guidance_with_a_class_conditional_scorenet():

@@ -324,3 +324,16 @@ def test_nvidia_inception_features_on_a_few_images():
     # different images give different features (FD on 2048-d statistics is tested above in
     # general; its two 2048x2048 eigendecompositions would only add time here)
     assert np.abs(f[0] - f[1]).max() > 1e-3
+
+
+@pytest.mark.parametrize("bad, match", [
+    (-np.eye(3), "positive semi-definite"),
+    (np.diag([1.0, 1.0, -0.5]), "positive semi-definite"),
+    (np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]), "symmetric"),
+])
+def test_fd_refuses_a_matrix_that_is_no_covariance(bad, match):
+    mu = np.zeros(3)
+    with pytest.raises(ValueError, match=f"second statistics: sigma must be .*{match}"):
+        frechet_distance(mu, np.eye(3), mu, bad)
+    with pytest.raises(ValueError, match="first statistics"):
+        frechet_distance(mu, bad, mu, np.eye(3))

@@ -107,7 +107,15 @@ def test_class_conditioning_and_null_label():
         null = net(x, t)
         torch.testing.assert_close(null, net(x, t, y=torch.tensor([4, 4])))  # omitted y = null label 4
         assert not torch.allclose(null, net(x, t, y=torch.tensor([0, 1])))
-    with pytest.raises(ValueError, match="y must lie"):
+    # the label range is checked at the door of score_fn_from_net, not inside forward (a host
+    # read per evaluation); the network itself still refuses an out-of-range label
+    with pytest.raises(ValueError, match=r"y must lie in \[0, 3\] \(or 4, the null label\), got labels in \[0, 5\]"):
+        score_fn_from_net(net, make_sde("vp-linear"), y=torch.tensor([5, 0]))
+    with pytest.raises(ValueError, match="y must be an integer >= 0 and <= 4"):
+        score_fn_from_net(net, make_sde("vp-linear"), y=10)
+    with pytest.raises(TypeError, match="integer class labels"):
+        score_fn_from_net(net, make_sde("vp-linear"), y=torch.tensor([0.5]))
+    with pytest.raises(IndexError):
         net(x, t, y=torch.tensor([5, 0]))
     with pytest.raises(TypeError, match="unconditional"):
         ScoreNet(channels=8, image_size=16)(x, t, y=torch.tensor([0, 1]))
@@ -184,3 +192,29 @@ def test_feature_classifier_returns_logits_and_penultimate_features():
     torch.testing.assert_close(clf(x), logits)
     torch.testing.assert_close(clf.net.head(feats), logits)
     torch.testing.assert_close(clf.features(x), feats)
+
+
+# ---------------------------------------------------------------------------------------------
+# No host reads in the per-evaluation path: a score function built from a network must run on
+# the meta device, where every .item() / bool(tensor) / .tolist() raises (meta tensors hold no
+# data). Checks belong at the door (score_fn_from_net), not inside each evaluation.
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", SDE_NAMES)
+@pytest.mark.parametrize("net_config", [
+    {"kind": "mlp", "dim": 2, "hidden": 16, "num_layers": 2, "embed_dim": 8},
+    {"kind": "scorenet", "channels": 8, "image_size": 8, "ch_mult": [1, 2], "num_classes": 3},
+])
+def test_score_fn_from_net_has_no_host_reads(name, net_config):
+    sde = make_sde(name)
+    net = build_net(net_config).to("meta")
+    shape = (4, 2) if net_config["kind"] == "mlp" else (4, 1, 8, 8)
+    x = torch.empty(shape, device="meta")
+    with pytest.raises((RuntimeError, NotImplementedError)):  # the premise: a host read fails here
+        torch.empty(2, device="meta").sum().item()
+    # labels are checked once at the door, where they are read: give them on the CPU (moved to
+    # the meta device inside the network, which reads nothing)
+    cond = {"y": torch.tensor([0, 1, 2, 3])} if "num_classes" in net_config else {}
+    score_fn = score_fn_from_net(net, sde, **cond)
+    for t in (0.5, torch.empty(4, device="meta")):
+        out = score_fn(x, t)
+        assert out.shape == x.shape and out.device.type == "meta"

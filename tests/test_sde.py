@@ -260,7 +260,7 @@ def test_errors_name_the_argument():
         VESDE(sigma_min=5.0, sigma_max=1.0)
     with pytest.raises(ValueError, match="beta_min must be <= beta_max"):
         VPSDE(beta_min=30.0, beta_max=20.0)
-    with pytest.raises(ValueError, match="eps must lie in"):
+    with pytest.raises(ValueError, match=r"eps must be a finite number > 0 and < 1, got 0"):
         VPSDE(eps=0.0)
     sde = make_sde("vp-linear")
     x = torch.randn(3, 2)
@@ -282,3 +282,70 @@ def test_errors_name_the_argument():
         sde.reverse(3.0)
     with pytest.raises(ValueError, match="shape must be"):
         sde.prior_sample((0, 2))
+
+
+@pytest.mark.parametrize("make, exc, match", [
+    (lambda: make_sde("vp-linear", beta_max=float("nan")), ValueError, "beta_max must be a finite number > 0, got nan"),
+    (lambda: make_sde("ve", sigma_max=float("inf")), ValueError, "sigma_max must be a finite number > 0, got inf"),
+    (lambda: make_sde("ve", sigma_min=-1.0), ValueError, "sigma_min must be a finite number > 0"),
+    (lambda: make_sde("subvp-cosine", s=float("nan")), ValueError, "s must be a finite number > 0"),
+    (lambda: make_sde("vp-linear", eps=float("nan")), ValueError, "eps must be"),
+    (lambda: make_sde("vp-linear", beta_max="20"), TypeError, r"beta_max must be a real number, got '20' \(str\)"),
+    (lambda: make_sde("ve", sigma_max="50"), TypeError, "sigma_max must be a real number"),
+    (lambda: make_sde("vp-linear", eps="1e-3"), TypeError, "eps must be a real number"),
+    (lambda: VPSDE(beta_min=True), TypeError, "beta_min must be a real number"),
+    (lambda: make_sde(3), TypeError, "name must be a string"),
+])
+def test_bad_parameters_are_refused(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
+
+
+@pytest.mark.parametrize("name", SDE_NAMES)
+def test_name_is_config_name_and_config_roundtrips(name):
+    sde = make_sde(name)
+    assert sde.config()["name"] == sde.name == name
+    assert sde_from_config(sde.config()).config() == sde.config()
+
+
+def test_legacy_family_config_names_still_load():
+    cfg = make_sde("subvp-cosine").config()
+    legacy = {**cfg, "name": "subvp"}
+    assert sde_from_config(legacy).name == "subvp-cosine"
+    with pytest.raises(ValueError, match="names 'vp-linear' but its schedule is 'cosine'"):
+        sde_from_config({**make_sde("vp-cosine").config(), "name": "vp-linear"})
+
+
+@pytest.mark.parametrize("name", SDE_NAMES)
+def test_int_seeds_match_generators(name):
+    sde = make_sde(name)
+    a = sde.prior_sample((3, 2), generator=5)
+    b = sde.prior_sample((3, 2), generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+    x0 = torch.randn(3, 2)
+    assert torch.equal(sde.perturb(x0, 0.5, generator=7)[0],
+                       sde.perturb(x0, 0.5, generator=torch.Generator().manual_seed(7))[0])
+    with pytest.raises(TypeError, match="generator must be a torch.Generator, an int seed or None"):
+        sde.prior_sample((3, 2), generator="5")
+
+
+@pytest.mark.parametrize("name", SDE_NAMES)
+def test_coefficients_have_no_host_reads(name):
+    # meta tensors hold no data: any .item()/.any()/.tolist() on them raises
+    sde = make_sde(name)
+    t = torch.empty(5, device="meta")
+    x = torch.empty(5, 3, device="meta")
+    alpha, sigma = sde.marginal_coeffs(t)
+    assert alpha.device.type == sigma.device.type == "meta"
+    assert sde.drift(x, t).shape == x.shape
+    assert sde.diffusion(t).shape == (5,)
+    assert sde.half_log_snr(t).shape == (5,)
+
+
+def test_door_functions_check_tensor_times():
+    sde = make_sde("vp-linear")
+    x = torch.randn(2, 3)
+    with pytest.raises(ValueError, match=r"t must lie in \[0.001, 1\]; got values in \[0.0001, 0.5\]"):
+        sde.perturb(x, torch.tensor([1e-4, 0.5]))
+    with pytest.raises(ValueError, match="t contains NaN"):
+        sde.marginal(x, torch.tensor([float("nan"), 0.5]))

@@ -160,3 +160,97 @@ def test_ddp_step_equals_single_process_step_on_the_concatenated_batch(tmp_path)
         torch.testing.assert_close(ddp["state"][k], v, rtol=1e-9, atol=1e-12, msg=k)
         moved += int(not torch.equal(v, _tiny_setup(dropout=0.0, dtype=torch.float64)[0].state_dict()[k]))
     assert moved > 10  # the step really changed the weights
+
+
+# ---------------------------------------------------------------------------------------------
+# Nothing silent, nothing lost (issue 18)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kw, exc, match", [
+    ({"grad_clip": -1.0}, ValueError, "grad_clip must be a finite number >= 0"),
+    ({"grad_clip": float("nan")}, ValueError, "grad_clip must be"),
+    ({"log_every": 0}, ValueError, "log_every must be an integer >= 1"),
+    ({"ckpt_every": 0}, ValueError, "ckpt_every must be an integer >= 1"),
+    ({"steps": 0}, ValueError, "steps must be an integer >= 1"),
+    ({"steps": "100"}, TypeError, "steps must be an integer"),
+    ({"lr": "1e-3"}, TypeError, "lr must be a real number"),
+    ({"lr": 0.0}, ValueError, "lr must be a finite number > 0"),
+    ({"lr": float("inf")}, ValueError, "lr must be"),
+    ({"warmup": -1}, ValueError, "warmup must be an integer >= 0"),
+    ({"ema_decay": 1.0}, ValueError, "ema_decay must be"),
+    ({"seed": 1.5}, TypeError, "seed must be an integer"),
+    ({"bf16": "yes"}, TypeError, "bf16 must be True or False"),
+    ({"betas": (0.9,)}, TypeError, "betas must be a pair"),
+])
+def test_bad_training_options_are_refused_on_construction(kw, exc, match):
+    with pytest.raises(exc, match=match):
+        _cfg(**kw)
+
+
+def test_grad_clip_zero_or_none_switches_clipping_off():
+    assert _cfg(grad_clip=0).grad_clip is None and _cfg(grad_clip=None).grad_clip is None
+
+
+class _NanAt:
+    """A DSM objective whose loss is NaN from a given step on (a diverging run)."""
+
+    def __init__(self, sde, step):
+        self.inner, self.step, self.calls = DSMObjective(sde), step, 0
+
+    def config(self):
+        return self.inner.config()
+
+    def draw(self, *a):
+        return self.inner.draw(*a)
+
+    def __call__(self, *a):
+        self.calls += 1
+        loss = self.inner(*a)
+        return loss * float("nan") if self.calls >= self.step else loss
+
+
+def test_a_diverging_run_stops_keeps_the_last_good_state_and_never_saves_nan(tmp_path):
+    from sdelab.train import TrainingDiverged
+
+    sde = make_sde("vp-linear")
+    net, data = _tiny_setup()
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 7; .*weights of step 6") as info:
+        train(net, _NanAt(sde, 7), data, _cfg(), run_dir=tmp_path)
+    res = info.value.result
+    assert res.step == 6 and len(res.losses) == 6 and all(math.isfinite(v) for v in res.losses)
+    assert all(torch.isfinite(v).all() for v in res.net.state_dict().values())
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert state["step"] == 4  # the last periodic save, untouched
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_ctrl_c_saves_a_resumable_state_and_returns_cleanly(tmp_path):
+    import signal
+
+    sde = make_sde("vp-linear")
+    net, data = _tiny_setup()
+    straight = train(net, DSMObjective(sde), data, _cfg())
+
+    def interrupt(step, loss, _):
+        if step == 6:
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C would
+
+    net, data = _tiny_setup()
+    res = train(net, DSMObjective(sde), data, _cfg(), run_dir=tmp_path, callback=interrupt)
+    assert res.interrupted and res.step == 6  # signalled during step 6: it finishes, then stops
+    assert torch.load(tmp_path / "state.pt", weights_only=True)["step"] == 6
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    net, data = _tiny_setup(seed=3)
+    resumed = train(net, DSMObjective(sde), data, _cfg(), run_dir=tmp_path)
+    assert not resumed.interrupted and resumed.losses == straight.losses
+
+
+def test_stale_temporaries_in_the_run_folder_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (tmp_path / f".state.pt.tmp{dead}").write_bytes(b"half")
+    net, data = _tiny_setup()
+    train(net, DSMObjective(make_sde("ve")), data, _cfg(steps=2), run_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.txt", "meta.json", "state.pt"]

@@ -44,7 +44,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sdelab import checkpoints, data, default_device, likelihood, metrics, samplers  # noqa: E402
+from sdelab import checkpoints, data, default_device, likelihood, metrics  # noqa: E402
+from sdelab.generate import sample_from_checkpoint  # noqa: E402
+from sdelab.utils import atomic_write_text  # noqa: E402
 
 SDES = ("ve", "vp-linear", "vp-cosine", "subvp-linear", "subvp-cosine")
 
@@ -65,9 +67,8 @@ def results_dir() -> Path:
 
 
 def atomic_write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    """Write ``obj`` as sorted, indented JSON through sdelab's one atomic-write helper."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def commit(paths: list[Path], message: str) -> None:
@@ -129,22 +130,15 @@ def score_images(images, classifier, test_stats, device, fid=None) -> dict:
 
 
 def draw(ckpt, sampler_name: str, n: int, batch: int, seed: int, device):
-    """``n`` samples in [-1, 1] from ``ckpt`` with one sampler setting; returns (images, NFE per image)."""
+    """``n`` samples in [-1, 1] from ``ckpt`` with one sampler setting; returns (images, NFE per image).
+
+    :func:`sdelab.generate.sample_from_checkpoint`: chunk ``i`` seeded with ``seed + i``, a final
+    Tweedie step, clamped to [-1, 1] (the protocol of every stored result).
+    """
     fn_name, kwargs = SAMPLERS[sampler_name]
-    fn = getattr(samplers, fn_name)
-    score_fn = ckpt.score_fn()
-    cfg = ckpt.net.config
-    shape = (cfg["in_channels"], cfg["image_size"], cfg["image_size"])
-    out, nfe = [], 0
-    for i, start in enumerate(range(0, n, batch)):
-        b = min(batch, n - start)
-        gen = torch.Generator(device=device).manual_seed(seed + i)
-        x_T = ckpt.sde.prior_sample((b, *shape), generator=gen, device=device)
-        extra = {} if fn_name == "probability_flow_rk45" else {"generator": gen}
-        res = fn(score_fn, ckpt.sde, x_T, denoise=True, **kwargs, **extra)
-        out.append(res.x.clamp(-1, 1).cpu())
-        nfe = res.nfe
-    return torch.cat(out), nfe
+    res = sample_from_checkpoint(ckpt, n, sampler=fn_name, seed=seed, batch=batch, denoise=True,
+                                 device=device, **kwargs)
+    return res.images, res.nfe
 
 
 def evaluate_sde(sde_name: str, args, classifier, test_stats, device, fid=None) -> None:

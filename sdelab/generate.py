@@ -1,0 +1,190 @@
+"""Sample a batch of images from a score checkpoint: chunked, seeded, any sampler by name.
+
+One function, :func:`sample_from_checkpoint`, is what ``sdelab sample``, ``sdelab evaluate``,
+``tools/evaluate_checkpoints.py`` and the chapters use, so they draw the same images for the same
+arguments:
+
+* **Chunks.** ``n`` images are drawn in chunks of ``batch`` (a forward pass at batch 256 costs
+  4.5-7x batch 64 on the CPUs this is built on, so bigger batches do not pay).
+* **Seeds.** With an int ``seed``, chunk ``i`` draws its prior sample and its noise from its own
+  generator seeded with ``seed + i``: a chunk's images do not depend on the chunks before it.
+  A ``torch.Generator`` is used for every chunk in turn instead.
+* **Protocol.** Every sampler ends with one Tweedie denoising step (``denoise=True``, one more
+  NFE; the samplers' own option) and the images are clamped to the model range ``[-1, 1]``.
+* **Checks at the door.** The sampler name comes from :data:`sdelab.samplers.SAMPLERS`; ``n``,
+  ``steps``, ``batch`` and the label are checked, and one probe evaluation of the score on two
+  prior samples must return a finite tensor shaped like its input, all before the long work.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from typing import Any, NamedTuple
+
+import torch
+
+from . import checks
+
+__all__ = ["MAX_STEPS", "Samples", "sample_from_checkpoint", "sampler_names"]
+
+MAX_STEPS = 100_000
+"""The most sampler steps :func:`sample_from_checkpoint` accepts (1e5 steps of a 1 M-parameter
+U-Net are already hours per chunk on a CPU; a typo such as 10**9 would otherwise allocate its
+time grid before the first step)."""
+
+
+class Samples(NamedTuple):
+    """What :func:`sample_from_checkpoint` returns.
+
+    Attributes:
+        images: ``(n, C, H, W)`` float32 on the CPU, in the model range ``[-1, 1]``.
+        nfe: score evaluations per chunk (per image) of the sampler, the Tweedie step included.
+        seconds: wall time of the sampling.
+    """
+
+    images: torch.Tensor
+    nfe: int
+    seconds: float
+
+
+def sampler_names() -> tuple[str, ...]:
+    """Names of the samplers in :data:`sdelab.samplers.SAMPLERS` (the CLI's ``--sampler`` choices)."""
+    from .samplers import SAMPLERS
+
+    return tuple(SAMPLERS)
+
+
+def _checkpoint(checkpoint, device):
+    from . import checkpoints
+
+    if isinstance(checkpoint, checkpoints.Checkpoint):
+        if checkpoint.card.get("kind") != "score":
+            raise checkpoints.CheckpointError(
+                f"checkpoint {checkpoint.card.get('name')!r} is a {checkpoint.card.get('kind')}, not a score model")
+        if device is not None:
+            checkpoint.net.to(device)
+        return checkpoint
+    if not isinstance(checkpoint, (str, bytes)) and not hasattr(checkpoint, "__fspath__"):
+        raise TypeError("checkpoint must be a registry name, a card path or a loaded Checkpoint, got "
+                        f"{type(checkpoint).__name__}")
+    return checkpoints.load(checkpoint, kind="score", device=device)
+
+
+def sample_from_checkpoint(
+    checkpoint,
+    n: int,
+    *,
+    sampler: str = "euler_maruyama",
+    steps: int | None = 500,
+    seed: int | torch.Generator | None = 0,
+    batch: int = 64,
+    label: int | None = None,
+    denoise: bool = True,
+    device: torch.device | str | None = None,
+    progress: bool | None = False,
+    **sampler_kwargs: Any,
+) -> Samples:
+    """Draw ``n`` images from a score checkpoint with one of :data:`sdelab.samplers.SAMPLERS`.
+
+    Args:
+        checkpoint: a registry name (``"fashion-vp-linear"``), a card path, or a loaded
+            :class:`sdelab.checkpoints.Checkpoint`.
+        n: number of images (>= 1).
+        sampler: a name in :data:`sdelab.samplers.SAMPLERS`.
+        steps: sampler steps (1 to :data:`MAX_STEPS`); ignored by samplers without a ``steps``
+            argument (``probability_flow_rk45`` is adaptive).
+        seed: an int (chunk ``i`` uses ``seed + i``), a ``torch.Generator`` on ``device``, or
+            ``None`` (torch's global generator).
+        batch: images per chunk.
+        label: class label for a class-conditional checkpoint (``None``: unconditional).
+        denoise: finish with the samplers' Tweedie step (one more NFE).
+        device: where to sample (default: the network's device, CPU for a freshly loaded one).
+        progress: a tqdm bar counting score evaluations; ``None`` shows it only when stderr is a
+            terminal, ``False`` never.
+        **sampler_kwargs: passed to the sampler (``order=2``, ``snr=0.16``, ``rtol=1e-5``, ...).
+
+    Returns:
+        :class:`Samples` ``(images, nfe, seconds)``.
+
+    Raises:
+        ValueError/TypeError: bad arguments, an unknown sampler, a label out of range or for an
+            unconditional network, a score returning the wrong shape or non-finite values.
+        sdelab.checkpoints.CheckpointError: a missing, corrupted or non-score checkpoint.
+    """
+    from .samplers import SAMPLERS
+
+    n = checks.integer(n, "n", minimum=1)
+    batch = checks.integer(batch, "batch", minimum=1)
+    checks.choice(sampler, "sampler", SAMPLERS)
+    fn = SAMPLERS[sampler]
+    takes_steps = "steps" in inspect.signature(fn).parameters
+    if takes_steps:
+        steps = checks.integer(steps, "steps", minimum=1, maximum=MAX_STEPS)
+    denoise = checks.boolean(denoise, "denoise")
+    if progress is not None:
+        progress = checks.boolean(progress, "progress")
+    ckpt = _checkpoint(checkpoint, device)
+    device = next(ckpt.net.parameters()).device
+    if isinstance(seed, torch.Generator) or seed is None:
+        generator = checks.generator(seed, device=device)
+    else:
+        seed = checks.integer(seed, "seed", minimum=0)
+        generator = None
+    cfg = ckpt.net.config
+    num_classes = cfg.get("num_classes")
+    if label is not None:
+        if not num_classes:
+            raise ValueError(f"label={label!r} needs a class-conditional checkpoint; "
+                             f"{ckpt.card.get('name')!r} is unconditional (omit the label)")
+        label = checks.integer(label, "label", minimum=0, maximum=num_classes - 1)
+    if "in_channels" not in cfg or "image_size" not in cfg:
+        raise ValueError(f"checkpoint {ckpt.card.get('name')!r} is not an image model (its net config has no "
+                         "in_channels/image_size)")
+    shape = (cfg["in_channels"], cfg["image_size"], cfg["image_size"])
+    kwargs = dict(sampler_kwargs, denoise=denoise)
+    if takes_steps:
+        kwargs["steps"] = steps
+
+    def score_for(b: int):
+        cond = {} if label is None else {"y": torch.full((b,), label, dtype=torch.long, device=device)}
+        return ckpt.score_fn(**cond)
+
+    from tqdm.auto import tqdm
+
+    chunks = list(range(0, n, batch))
+    bar = tqdm(total=None, unit="NFE", desc=f"sample {sampler}", disable=None if progress is None else not progress,
+               dynamic_ncols=True, leave=False)
+    out, nfe, start = [], 0, time.perf_counter()
+    try:
+        with torch.no_grad():
+            for i, first in enumerate(chunks):
+                b = min(batch, n - first)
+                gen = generator if generator is not None or seed is None else \
+                    torch.Generator(device=device).manual_seed(seed + i)
+                x_T = ckpt.sde.prior_sample((b, *shape), generator=gen, device=device)
+                score_fn = score_for(b)
+                if i == 0:  # one probe evaluation: a wrong shape or NaN fails now, not after the run
+                    checks.score_output(score_for(min(b, 2))(x_T[:2], ckpt.sde.T), x_T[:2], "the checkpoint's score")
+                counted = _counting(score_fn, bar)
+                res = fn(counted, ckpt.sde, x_T, generator=gen, **kwargs)
+                out.append(res.x.float().clamp(-1, 1).cpu())
+                nfe = int(res.nfe)
+                if i == 0 and bar.total is None:
+                    bar.total = nfe * len(chunks)
+                    bar.refresh()
+    finally:
+        bar.close()
+    return Samples(torch.cat(out), nfe, time.perf_counter() - start)
+
+
+def _counting(score_fn, bar):
+    """``score_fn`` that ticks the progress bar once per evaluation (free when the bar is off)."""
+    if bar.disable:
+        return score_fn
+
+    def counted(x, t):
+        bar.update(1)
+        return score_fn(x, t)
+
+    return counted

