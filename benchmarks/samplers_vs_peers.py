@@ -23,7 +23,13 @@ beside the project's venv (torch comes from the venv)::
 * ``tend``: where sampling stops (issue 20): the PF-ODE solved by RK45 from T down to each
   t_end in a list (one solve, dense output), then one Tweedie step; and the few-step samplers
   with the same end times.
-* ``plot``: figures from the csv files.
+* ``baselines``: EM-1000 and PC-500 on the networks at the same N (long: run it with nohup; more
+  processes with ``PEERS_HELPER=1`` take chunks from the end).
+* ``report`` / ``plot``: markdown tables and figures from the csv files; ``publish`` copies the
+  network results to ``checkpoints/results/samplers-n1000/``, where the book reads them.
+
+``SDELAB_UNDER_TEST=/path/to/checkout`` measures that checkout's ``sdelab`` (a branch before it
+lands) instead of this one's.
 
 **What is matched.** Every sampler sees one ``score_fn(x, t)``. k-diffusion works in the
 VE-equivalent variable :math:`y = x/\\alpha` with noise level :math:`\\hat\\sigma =
@@ -834,6 +840,17 @@ def cmd_plot(args) -> None:
         fig.savefig(OUT / "nets.png", dpi=110)
 
 
+def cmd_publish(args) -> None:
+    import shutil
+
+    dest = ROOT / "checkpoints" / "results" / "samplers-n1000"
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("nets.csv", "nets_tend.csv", "nets_baselines.csv"):
+        if (OUT / name).exists():
+            shutil.copyfile(OUT / name, dest / name)
+            print(f"{dest / name}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -864,10 +881,13 @@ def main(argv=None) -> int:
                    help="library:sampler:grid entries run with each --few-t-ends")
     sub.add_parser("report", help="markdown tables from the csv files")
     sub.add_parser("plot", help="toys.png and nets.png from the csv files")
+    sub.add_parser("publish", help="copy the network results where the book reads them")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    {"baselines": cmd_baselines, "toys": cmd_toys, "nets": cmd_nets, "tend": cmd_tend, "report": cmd_report, "plot": cmd_plot}[args.cmd](args)
+    commands = {"baselines": cmd_baselines, "toys": cmd_toys, "nets": cmd_nets, "tend": cmd_tend,
+                "report": cmd_report, "plot": cmd_plot, "publish": cmd_publish}
+    commands[args.cmd](args)
     return 0
 
 
