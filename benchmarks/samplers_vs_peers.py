@@ -453,10 +453,14 @@ def cmd_toys(args) -> None:
                         except Exception as exc:  # a peer that cannot run this SDE: say so, go on
                             print(f"{pname} {sde_name} {e.label} {budget}: {type(exc).__name__}: {exc}")
                             continue
+                        try:
+                            dist = f"{toy.distance(x):.3e}"
+                        except (RuntimeError, ValueError):  # a diverged run: no finite moments
+                            dist = "nan"
                         row = dict(problem=pname, sde=sde_name, library=e.library, sampler=e.sampler,
                                    grid=e.grid, kind=e.kind, steps=e.steps, nfe=counter.nfe, t_end=te,
                                    path_rms=f"{((x - toy.reference) ** 2).sum(1).mean().sqrt().item():.3e}",
-                                   distance=f"{toy.distance(x):.3e}", metric=toy.metric,
+                                   distance=dist, metric=toy.metric,
                                    floor_median=f"{toy.floor[0]:.3e}", floor_q90=f"{toy.floor[1]:.3e}")
                         append_row(path, TOY_FIELDS, row)
             print(f"{pname} {sde_name} done", flush=True)
