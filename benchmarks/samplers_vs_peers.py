@@ -26,7 +26,7 @@ beside the project's venv (torch comes from the venv)::
 * ``baselines``: EM-1000 and PC-500 on the networks at the same N (long: run it with nohup; more
   processes with ``PEERS_HELPER=1`` take chunks from the end).
 * ``report`` / ``plot``: markdown tables and figures from the csv files; ``publish`` copies the
-  network results to ``checkpoints/results/samplers-n1000/``, where the book reads them.
+  network results to ``checkpoints/results/samplers-n1000-*.csv``, where the book reads them.
 
 ``SDELAB_UNDER_TEST=/path/to/checkout`` measures that checkout's ``sdelab`` (a branch before it
 lands) instead of this one's.
@@ -783,8 +783,9 @@ def cmd_report(args) -> None:
         for r in read_rows(OUT / "nets_baselines.csv") + tend + [r for r in nets if r["library"] == "diffusers"]:
             em = base.get((r["net"], "em-1000"))
             ratio = f"{float(r['fd']) / em:.2f}" if em else "-"
+            te = r["t_end"] or ("~1/S" if r["library"] == "diffusers" else "eps")
             print(f"| {r['net']} | {r['library']}:{r['sampler']}[{r['grid']}] | {r['nfe']} | "
-                  f"{r['t_end'] or 'eps'} | {float(r['fd']):.3f} | {ratio} |")
+                  f"{te} | {float(r['fd']):.3f} | {ratio} |")
 
 
 def cmd_plot(args) -> None:
@@ -847,12 +848,11 @@ def cmd_plot(args) -> None:
 def cmd_publish(args) -> None:
     import shutil
 
-    dest = ROOT / "checkpoints" / "results" / "samplers-n1000"
-    dest.mkdir(parents=True, exist_ok=True)
+    dest = ROOT / "checkpoints" / "results"  # shipped with the package (results/*)
     for name in ("nets.csv", "nets_tend.csv", "nets_baselines.csv"):
         if (OUT / name).exists():
-            shutil.copyfile(OUT / name, dest / name)
-            print(f"{dest / name}")
+            shutil.copyfile(OUT / name, dest / f"samplers-n1000-{name}")
+            print(dest / f"samplers-n1000-{name}")
 
 
 def main(argv=None) -> int:
