@@ -824,10 +824,13 @@ def cmd_plot(args) -> None:
         fig.tight_layout()
         fig.savefig(OUT / "toys.png", dpi=110)
     nets = read_rows(OUT / "nets.csv")
+    for r in read_rows(OUT / "nets_tend.csv"):  # the end-time runs, labelled by t_end
+        if r["sampler"] != "rk45":
+            nets.append(dict(r, grid=f"{r['grid']}, t_end {r['t_end']}"))
     if nets:
         base = read_rows(OUT / "nets_baselines.csv")
         panels = sorted({(r["net"], r["kind"]) for r in nets})
-        fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
+        fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
         for ax, (net, kind) in zip(axes[0], panels):
             rows = [r for r in nets if (r["net"], r["kind"]) == (net, kind)]
             for lab in sorted({(r["library"], r["sampler"], r["grid"]) for r in rows}):
@@ -837,7 +840,8 @@ def cmd_plot(args) -> None:
             for r in base:
                 if r["net"] == net:
                     ax.axhline(float(r["fd"]), color="k", lw=0.8, ls="-" if r["sampler"] == "em-1000" else "--")
-                    ax.text(5, float(r["fd"]), r["sampler"], fontsize=6, va="bottom")
+                    ax.text(0.01, float(r["fd"]), f"{r['sampler']} ({r['library']})", fontsize=6,
+                            va="bottom", transform=ax.get_yaxis_transform())
             ax.set(xscale="log", yscale="log", title=f"{net}, {kind} (N = 1000)", xlabel="NFE",
                    ylabel="classifier FD")
             ax.legend(fontsize=5)
