@@ -4,7 +4,7 @@
 
 The sampler and its settings are the ones ``benchmarks/samplers_vs_peers.py`` measured best at
 about 20 score evaluations on this model (N = 1000, classifier FD; see
-``checkpoints/results/samplers-n1000/``): DPM-Solver++(2M) SDE on a grid uniform in t that
+``checkpoints/results/samplers-n1000-*.csv``): DPM-Solver++(2M) SDE on a grid uniform in t that
 stops at ``t_end`` = 0.1, then the Tweedie step. Seeded (chunk i with seed i), one CPU thread:
 the same command gives the same PNG on the same machine.
 """
