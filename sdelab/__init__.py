@@ -21,7 +21,8 @@ __version__ = "0.1.0"
 # The submodules load on first use (``sdelab.samplers.euler_maruyama`` works after a plain
 # ``import sdelab``), so ``import sdelab`` stays light: no scipy, matplotlib or torchvision
 # until a module that needs them is touched.
-SUBMODULES = ("checks", "checkpoints", "cli", "data", "generate", "guidance", "inpainting", "likelihood",
+SUBMODULES = ("checks", "checkpoints", "cli", "data", "ddpm", "flow", "generate", "guidance", "inpainting",
+              "langevin", "likelihood", "parametrisation",
               "losses", "metrics", "nets", "plot", "samplers", "schedules", "sde", "toy", "train", "utils")
 
 

@@ -162,6 +162,9 @@ def _sampling_options(sampler: str, steps: int) -> argparse.ArgumentParser:
                    "a batch grows faster than its size)")
     g.add_argument("--seed", type=int, default=0, help="seed: chunk i draws its prior sample and noise from "
                    "seed + i")
+    g.add_argument("--t-end", type=float, default=None,
+                   help="where the sampler stops before the Tweedie step (default: the end time measured "
+                   "for this sampler and SDE, sdelab.generate.learned_t_end)")
     g.add_argument("--no-denoise", dest="denoise", action="store_false",
                    help="skip the final Tweedie denoising step (one NFE) that every sampler ends with by default")
     return sampling
@@ -549,7 +552,7 @@ def cmd_sample(ns: argparse.Namespace) -> int:
     device = _machine(ns)
     ckpt = checkpoints.load(ns.checkpoint, kind="score", device=device)
     res = sample_from_checkpoint(ckpt, ns.n, sampler=ns.sampler, steps=ns.steps, seed=ns.seed, batch=ns.batch,
-                                 label=ns.label, denoise=ns.denoise, progress=_progress(ns))
+                                 label=ns.label, denoise=ns.denoise, t_end=ns.t_end, progress=_progress(ns))
     from torchvision.utils import save_image
 
     fmt = "jpeg" if out.lower().endswith((".jpg", ".jpeg")) else "png"
@@ -685,7 +688,7 @@ def cmd_evaluate(ns: argparse.Namespace) -> int:
         images, nfe, how = _load_samples(ns.samples, ns.n), None, f"images from {ns.samples}"
     else:
         res = sample_from_checkpoint(ckpt, ns.n, sampler=ns.sampler, steps=ns.steps, seed=ns.seed, batch=ns.batch,
-                                     denoise=ns.denoise, progress=_progress(ns))
+                                     denoise=ns.denoise, t_end=ns.t_end, progress=_progress(ns))
         images, nfe = res.images, res.nfe
         how = f"{ns.sampler} ({ns.steps} steps, NFE {nfe})" if ns.sampler != "probability_flow_rk45" else ns.sampler
         if ns.save_samples:

@@ -19,6 +19,7 @@ arguments:
 from __future__ import annotations
 
 import inspect
+import math
 import time
 from typing import Any, NamedTuple
 
@@ -26,12 +27,51 @@ import torch
 
 from . import checks
 
-__all__ = ["MAX_STEPS", "Samples", "sample_from_checkpoint", "sampler_names"]
+__all__ = ["END_NOISE", "MAX_STEPS", "Samples", "learned_t_end", "sample_from_checkpoint", "sampler_names"]
 
 MAX_STEPS = 100_000
 """The most sampler steps :func:`sample_from_checkpoint` accepts (1e5 steps of a 1 M-parameter
 U-Net are already hours per chunk on a CPU; a typo such as 10**9 would otherwise allocate its
 time grid before the first step)."""
+
+
+# Where sampling a learned score stops (then one Tweedie step): the noise level
+# sigma_hat = sigma(t)/alpha(t) of the end time, measured on the shipped networks at N = 1000
+# (benchmarks/samplers_vs_peers.py; checkpoints/results/samplers-n1000-nets_tend.csv). A learned
+# score is worst near t = 0 (chapter 3), so stopping where the data are still slightly noisy and
+# letting Tweedie's formula take the last step beats integrating down to sde.eps: DPM-Solver++(2M)
+# at 11 NFE on fashion-vp-linear, FD 0.81 to eps -> 0.36 at sigma_hat 0.34; 2M SDE 0.25 at 0.17.
+DETERMINISTIC = ("euler", "heun", "dpm_solver", "dpmpp_2m", "dpmpp_3m", "unipc", "probability_flow_euler",
+                 "heun_t", "probability_flow_rk45")
+END_NOISE = {
+    ("deterministic", "vp-linear"): 0.34,  # t = 0.100; flat between 0.10 and 0.15 (FD 0.356)
+    ("deterministic", "vp-cosine"): 0.17,  # t = 0.103 (FD 0.77; 0.83 at sigma_hat 0.34, 1.05 at eps)
+    ("deterministic", "ve"): 0.34,  # t = 0.414 (FD 0.77; 0.81 at 0.17, 1.51 at eps)
+    ("stochastic", "vp-linear"): 0.17,  # dpmpp_2m_sde, t = 0.05 (FD 0.25; 0.28 at 0.34)
+}
+"""``(kind, SDE name) -> sigma_hat`` at which :func:`learned_t_end` stops. Pairs not measured (the
+sub-VP SDEs; 2M SDE on VP-cosine and VE) take VP-linear's level of their kind (the same noise
+level, not the same t).
+Samplers not measured with an early end (Euler-Maruyama, reverse diffusion, predictor-corrector,
+EDM's stochastic sampler) end at ``sde.eps``, as every stored result in checkpoints/results does."""
+
+
+def learned_t_end(sde, sampler: str) -> float:
+    r"""The measured end time of ``sampler`` on a shipped network trained for ``sde``.
+
+    The time at which :math:`\hat\sigma = \sigma(t)/\alpha(t)` equals :data:`END_NOISE`'s level,
+    i.e. :math:`t = \lambda^{-1}(-\log\hat\sigma)` with the half log-SNR :math:`\lambda`
+    (:meth:`sdelab.sde.SDE.t_from_half_log_snr`); ``sde.eps`` for samplers not measured.
+    For exact scores (the toys) ``sde.eps`` is right: stopping early only adds the closed-form
+    error of the Tweedie step (chapter 6).
+    """
+    kind = "deterministic" if sampler in DETERMINISTIC else "stochastic"
+    if kind == "stochastic" and sampler != "dpmpp_2m_sde":
+        return float(sde.eps)
+    level = END_NOISE.get((kind, sde.name), END_NOISE[(kind, "vp-linear")])
+    lam = torch.tensor([-math.log(level)], dtype=torch.float64)
+    t = float(sde.t_from_half_log_snr(lam)[0])
+    return min(max(t, float(sde.eps)), float(sde.T))
 
 
 class Samples(NamedTuple):
@@ -81,6 +121,7 @@ def sample_from_checkpoint(
     batch: int = 64,
     label: int | None = None,
     denoise: bool = True,
+    t_end: float | None = None,
     device: torch.device | str | None = None,
     progress: bool | None = False,
     **sampler_kwargs: Any,
@@ -99,6 +140,9 @@ def sample_from_checkpoint(
         batch: images per chunk.
         label: class label for a class-conditional checkpoint (``None``: unconditional).
         denoise: finish with the samplers' Tweedie step (one more NFE).
+        t_end: where the sampler stops (before the Tweedie step); ``None``: the measured
+            :func:`learned_t_end` of this sampler and the checkpoint's SDE. Pass ``sde.eps`` to
+            integrate to the end of the time range (the protocol of checkpoints/results).
         device: where to sample (default: the network's device, CPU for a freshly loaded one).
         progress: a tqdm bar counting score evaluations; ``None`` shows it only when stderr is a
             terminal, ``False`` never.
@@ -142,7 +186,12 @@ def sample_from_checkpoint(
         raise ValueError(f"checkpoint {ckpt.card.get('name')!r} is not an image model (its net config has no "
                          "in_channels/image_size)")
     shape = (cfg["in_channels"], cfg["image_size"], cfg["image_size"])
-    kwargs = dict(sampler_kwargs, final_denoise=denoise)
+    if t_end is None:
+        t_end = learned_t_end(ckpt.sde, sampler)
+    t_end = checks.real(t_end, "t_end")
+    if not ckpt.sde.eps <= t_end < ckpt.sde.T:
+        raise ValueError(f"t_end must be in [sde.eps, sde.T) = [{ckpt.sde.eps:g}, {ckpt.sde.T:g}), got {t_end!r}")
+    kwargs = dict(sampler_kwargs, final_denoise=denoise, t_end=t_end)
     if takes_steps:
         kwargs["steps"] = steps
 

@@ -117,6 +117,7 @@ class LikelihoodResult:
 
     @property
     def num_dims(self) -> int:
+        """The dimension D of one data point (the product of its trailing shape)."""
         return self.x_T[0].numel()
 
     @property
@@ -142,10 +143,12 @@ class BitsPerDimResult:
 
     @property
     def nfe(self) -> int:
+        """Score evaluations of the ODE solve."""
         return self.likelihood.nfe
 
     @property
     def mean(self) -> float:
+        """The mean bits/dim over the batch."""
         return self.bpd.mean().item()
 
 

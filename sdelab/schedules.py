@@ -40,9 +40,11 @@ class LinearBeta:
         self.beta_min, self.beta_max = float(beta_min), float(beta_max)
 
     def beta(self, t: Tensor) -> Tensor:
+        r"""The rate :math:`\beta(t) = \beta_{\min} + t(\beta_{\max} - \beta_{\min})`."""
         return self.beta_min + t * (self.beta_max - self.beta_min)
 
     def integral(self, t: Tensor) -> Tensor:
+        r"""Its integral :math:`B(t) = \int_0^t \beta(s)\,ds` in closed form."""
         return self.beta_min * t + 0.5 * t**2 * (self.beta_max - self.beta_min)
 
     def inverse_integral(self, b: Tensor) -> Tensor:
@@ -54,6 +56,7 @@ class LinearBeta:
         return 2 * b / (self.beta_min + torch.sqrt(self.beta_min**2 + 2 * slope * b))
 
     def config(self) -> dict:
+        """The parameters as a JSON-ready dict (stored in checkpoint cards)."""
         return {"name": self.name, "beta_min": self.beta_min, "beta_max": self.beta_max}
 
     def __repr__(self) -> str:
@@ -102,10 +105,12 @@ class CosineBeta:
         return (t + self.s) / (1 + self.s) * (math.pi / 2)
 
     def beta(self, t: Tensor) -> Tensor:
+        r"""The rate :math:`\beta(t) = -\frac{d}{dt}\log\bar\alpha(t)`, constant at :math:`\beta_{\max}` beyond :math:`t_c`."""
         tc = torch.clamp(t, max=self.t_c)
         return torch.where(t <= self.t_c, math.pi / (1 + self.s) * torch.tan(self._phi(tc)), torch.full_like(t, self.beta_max))
 
     def integral(self, t: Tensor) -> Tensor:
+        r"""Its integral :math:`B(t) = -\log(\bar\alpha(t)/\bar\alpha(0))` in closed form."""
         # -log(f(t)/f(0)) with cos(phi0 + d)/cos(phi0) = 1 - 2 sin^2(d/2) - tan(phi0) sin(d),
         # d = t/(1+s) pi/2: exactly 0 at t = 0 and no cancellation for small t in float32.
         d = torch.clamp(t, max=self.t_c) / (1 + self.s) * (math.pi / 2)
@@ -120,6 +125,7 @@ class CosineBeta:
         return torch.where(b <= self._b_c, t_head, self.t_c + (b - self._b_c) / self.beta_max)
 
     def config(self) -> dict:
+        """The parameters as a JSON-ready dict (stored in checkpoint cards)."""
         return {"name": self.name, "s": self.s, "beta_max": self.beta_max}
 
     def __repr__(self) -> str:
@@ -145,9 +151,11 @@ class GeometricSigma:
         self.log_ratio = math.log(sigma_max / sigma_min)
 
     def sigma(self, t: Tensor) -> Tensor:
+        r"""The noise level :math:`\sigma(t) = \sigma_{\min}(\sigma_{\max}/\sigma_{\min})^t`."""
         return self.sigma_min * torch.exp(t * self.log_ratio)
 
     def dsigma2_dt(self, t: Tensor) -> Tensor:
+        r"""The VE SDE's squared diffusion :math:`g^2(t) = d\sigma^2/dt`."""
         return 2 * self.sigma(t) ** 2 * self.log_ratio
 
     def inverse_sigma(self, sigma: Tensor) -> Tensor:
@@ -155,6 +163,7 @@ class GeometricSigma:
         return torch.log(sigma / self.sigma_min) / self.log_ratio
 
     def config(self) -> dict:
+        """The parameters as a JSON-ready dict (stored in checkpoint cards)."""
         return {"name": self.name, "sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
 
     def __repr__(self) -> str:

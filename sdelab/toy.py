@@ -80,6 +80,7 @@ class GaussianMixture:
 
     @property
     def num_components(self) -> int:
+        """The number K of mixture components."""
         return self.means.shape[0]
 
     def to(self, device=None, dtype=None) -> "GaussianMixture":

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdelab import checkpoints
+from sdelab import checkpoints, make_sde
 from sdelab.cli import TRAIN_DEFAULTS, build_parser, main
 
 
@@ -82,8 +82,8 @@ def test_sample_writes_a_png_grid(tmp_path, monkeypatch):
     main(_train_args(tmp_path))
     calls = {}
 
-    def fake_em(score_fn, sde, x_T, *, steps, generator=None, final_denoise=False):
-        calls["steps"], calls["denoise"] = steps, final_denoise
+    def fake_em(score_fn, sde, x_T, *, steps, generator=None, final_denoise=False, t_end=None):
+        calls["steps"], calls["denoise"], calls["t_end"] = steps, final_denoise, t_end
         with torch.no_grad():
             s = score_fn(x_T, sde.T)
         return types.SimpleNamespace(x=(x_T + s).clamp(-1, 1), nfe=1)
@@ -92,17 +92,29 @@ def test_sample_writes_a_png_grid(tmp_path, monkeypatch):
     out = tmp_path / "grid.png"
     assert main(["sample", str(tmp_path / "ck.json"), "--out", str(out), "--n", "5", "--batch", "2",
                  "--steps", "3"]) == 0
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and calls == {"steps": 3, "denoise": True}
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and calls == {"steps": 3, "denoise": True, "t_end": make_sde("ve").eps}
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
     with pytest.raises(SystemExit, match="class-conditional"):
         main(["sample", str(tmp_path / "ck.json"), "--out", str(out), "--label", "1"])
 
 
 def test_sample_with_the_real_samplers(tmp_path):
-    samplers = pytest.importorskip("sdelab.samplers")
-    if not hasattr(samplers, "euler_maruyama"):
-        pytest.skip("sdelab.samplers has no euler_maruyama yet")
     main(_train_args(tmp_path))
     out = tmp_path / "grid.png"
     assert main(["sample", str(tmp_path / "ck.json"), "--out", str(out), "--n", "4", "--steps", "5"]) == 0
     assert out.exists()
+
+
+def test_learned_end_times_are_the_measured_noise_levels():
+    # sigma(t)/alpha(t) at the default end time equals END_NOISE's level (half log-SNR inverted);
+    # samplers not measured with an early end keep sde.eps
+    from sdelab.generate import END_NOISE, learned_t_end
+
+    for (kind, name), level in END_NOISE.items():
+        sde = make_sde(name)
+        sampler = "dpmpp_2m" if kind == "deterministic" else "dpmpp_2m_sde"
+        t = learned_t_end(sde, sampler)
+        alpha, sigma = sde.marginal_coeffs(torch.tensor([t], dtype=torch.float64))
+        assert abs(float(sigma / alpha) - level) < 1e-6 * level, (kind, name)
+    assert learned_t_end(make_sde("vp-linear"), "euler_maruyama") == make_sde("vp-linear").eps
+    assert abs(learned_t_end(make_sde("vp-linear"), "dpmpp_2m") - 0.1) < 1e-3  # the measured t

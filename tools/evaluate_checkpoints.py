@@ -136,8 +136,9 @@ def draw(ckpt, sampler_name: str, n: int, batch: int, seed: int, device):
     Tweedie step, clamped to [-1, 1] (the protocol of every stored result).
     """
     fn_name, kwargs = SAMPLERS[sampler_name]
+    # t_end = sde.eps: every stored result integrates to the end of the time range
     res = sample_from_checkpoint(ckpt, n, sampler=fn_name, seed=seed, batch=batch, denoise=True,
-                                 device=device, **kwargs)
+                                 t_end=ckpt.sde.eps, device=device, **kwargs)
     return res.images, res.nfe
 
 

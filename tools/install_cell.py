@@ -1,15 +1,16 @@
 """Every chapter's first code cell is the same install cell; this writes or checks it.
 
-    python tools/install_cell.py            # rewrite the first code cell of every book/*.ipynb
-    python tools/install_cell.py --check    # exit 1 naming each chapter whose cell differs
+    python tools/install_cell.py          # rewrite each book/*.ipynb's first code cell
+    python tools/install_cell.py --check  # exit 1 naming each chapter that differs
 
-The cell makes a chapter run as-is in Colab or Binder: it sets ``OMP_WAIT_POLICY=PASSIVE``
-before torch loads (OpenMP threads sleep instead of spin-waiting, so a busy machine slows a
-chapter about 2x instead of 20x; see README, "A busy machine"), and installs sdelab with the
-``[chapters]`` extra from the repository when it is not importable. The repository URL is read
-from ``_config.yml`` (``repository.url``), the one place it is set. Only the cell's source is
-written; its outputs (none) and metadata stay, and the rest of the notebook is untouched, so
-nbval's stored outputs remain valid. ``tests/test_packaging.py`` runs the check.
+The cell makes a chapter run as-is in Colab or Binder: it sets
+``OMP_WAIT_POLICY=PASSIVE`` before torch loads (OpenMP threads sleep instead of
+spin-waiting, so a busy machine slows a chapter about 2x instead of 20x; see README, "A
+busy machine"), and installs sdelab with the ``[chapters]`` extra from the repository
+when it is not importable. The repository URL is read from ``_config.yml``
+(``repository.url``), the one place it is set. Only the cell's source is written; its
+outputs (none) and metadata stay, and the rest of the notebook is untouched, so nbval's
+stored outputs remain valid. ``tests/test_packaging.py`` runs the check.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def install_cell_source() -> str:
 
 
 def pip_command() -> str:
-    """What the cell runs when sdelab is missing, as a shell command (for the README)."""
+    """What the cell runs when sdelab is missing, as a shell command."""
     return f'pip install -q "sdelab[{EXTRA}] @ git+{repository_url()}"'
 
 
@@ -77,13 +78,24 @@ def main(argv: list[str]) -> int:
         bad.append(path.name)
         if not check:
             cell["source"] = want.splitlines(keepends=True)
-            # the layout nbformat writes (indent 1, UTF-8 kept), so the diff is the cell alone
-            path.write_text(json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n")
+            # the layout nbformat writes (indent 1, UTF-8 kept), so the diff is the cell
+            # alone
+            path.write_text(
+                json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+            )
     if check and bad:
-        print("install cell differs from tools/install_cell.py in: " + ", ".join(bad)
-              + "\nfix: python tools/install_cell.py", file=sys.stderr)
+        print(
+            "install cell differs from tools/install_cell.py in: "
+            + ", ".join(bad)
+            + "\nfix: python tools/install_cell.py",
+            file=sys.stderr,
+        )
         return 1
-    print(("rewrote: " + ", ".join(bad)) if bad and not check else "all install cells are current")
+    print(
+        ("rewrote: " + ", ".join(bad))
+        if bad and not check
+        else "all install cells are current"
+    )
     return 0
 
 

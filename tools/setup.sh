@@ -18,16 +18,18 @@ say() { echo "[setup] $*"; }
 
 say "creating $venv with $(python3 --version)"
 python3 -m venv "$venv"
-pip=("$venv/bin/python" -m pip --disable-pip-version-check --progress-bar on)
+# (--progress-bar is an option of `pip install`, not of pip itself)
+pip=("$venv/bin/python" -m pip --disable-pip-version-check)
+install=("${pip[@]}" install --progress-bar on)
 if [ -n "${TORCH_INDEX:-}" ]; then
   say "torch and torchvision from $TORCH_INDEX"
-  "${pip[@]}" install torch torchvision --index-url "$TORCH_INDEX"
+  "${install[@]}" torch torchvision --index-url "$TORCH_INDEX"
 else
   say "torch and torchvision (the default build: large, CUDA libraries included; ~1-5 min)"
-  "${pip[@]}" install torch torchvision
+  "${install[@]}" torch torchvision
 fi
 say "sdelab (editable) with the chapters, jupyter, book and test extras"
-"${pip[@]}" install -e ".[chapters,jupyter,book,test]"
+"${install[@]}" -e ".[chapters,jupyter,book,test]"
 
 # Fashion-MNIST offline: Debian's package installs it under /usr/share/datasets/fashion-mnist.
 # Without it, sdelab.data downloads it with torchvision when online.

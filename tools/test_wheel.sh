@@ -13,7 +13,8 @@
 #
 # Settings (environment): SDELAB_WHEEL_DIR (default /tmp/sdelab-wheel-test; emptied first),
 # PYTHON (the interpreter the venv is made from; default python3), TORCH_SPEC (default
-# "torch==2.14.1 torchvision==0.29.1": the versions the chapters' outputs were made with).
+# "torch==2.14.1 torchvision==0.29.1": the versions the chapters' outputs were made with),
+# SDELAB_WHEEL_KEEP=1 (keep the venv after a pass; it is always kept after a failure).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=${SDELAB_WHEEL_DIR:-/tmp/sdelab-wheel-test}
@@ -35,7 +36,7 @@ rm -rf "$work"
 mkdir -p "$work/dist" "$work/run"
 step "building the sdist, then the wheel from it"
 "$python" -m venv "$work/build-venv"
-"$work/build-venv/bin/pip" install -q -U "setuptools>=70.1"
+"$work/build-venv/bin/pip" install -q -U "setuptools>=77"
 (cd "$repo" && "$work/build-venv/bin/python" -c \
   "import sys; from setuptools import build_meta as b; print(b.build_sdist(sys.argv[1]))" "$work/dist" \
   | tail -n 1)
@@ -74,3 +75,5 @@ step "nbval on ${#notebooks[@]} chapter(s) from $work/run"
 "$venv_py" -m pytest -p no:cacheprovider -q -ra --nbval --nbval-current-env \
   --nbval-sanitize-with nbval_sanitize.cfg --rootdir "$work/run" ./*.ipynb
 step "done"
+# The venv holds torch (several GB): removed after a pass unless SDELAB_WHEEL_KEEP=1.
+if [ "${SDELAB_WHEEL_KEEP:-0}" != 1 ]; then rm -rf "$work/venv" "$work/build-venv"; fi

@@ -1,25 +1,26 @@
-"""Time every chapter, on an idle machine and with one core busy; write the table into the repo.
+"""Time every chapter, idle and with one core busy; write the table into the repository.
 
-    python tools/time_chapters.py                       # every book/*.ipynb, both columns
+    python tools/time_chapters.py                  # every book/*.ipynb, both columns
     python tools/time_chapters.py book/03_*.ipynb --only idle
     python tools/time_chapters.py --check-budget        # exit 1 if a budget is exceeded
 
-Each chapter runs as nbval runs it (a fresh kernel of this Python, in its own folder) and is not
-saved. "idle" is whatever the machine is doing (the load average before each run is recorded:
-run it on a quiet machine); "one core busy" starts one CPU-bound process (a Python spin loop)
-for the chapter's duration, as a browser tab or a second notebook would. Thread settings such
-as ``OMP_NUM_THREADS`` are removed from the kernel's environment (a reader's laptop has none),
-and ``OMP_WAIT_POLICY`` is left to the chapter's first cell (``PASSIVE``).
+Each chapter runs as nbval runs it (a fresh kernel of this Python, in its own folder)
+and is not saved. "idle" is whatever the machine is doing (the load average before each
+run is recorded: run it on a quiet machine); "one core busy" starts one CPU-bound
+process (a Python spin loop) for the chapter's duration, as a browser tab or a second
+notebook would. Thread settings such as ``OMP_NUM_THREADS`` are removed from the
+kernel's environment (a reader's laptop has none), and ``OMP_WAIT_POLICY`` is left to
+the chapter's first cell (``PASSIVE``).
 
-Rows are kept per (chapter, machine): a run on another machine (a GPU, a laptop) adds rows,
-a rerun replaces its own. The results go to
+Rows are kept per (chapter, machine): a run on another machine (a GPU, a laptop) adds
+rows, a rerun replaces its own. The results go to
 
-* ``checkpoints/results/chapter-times.csv``: the data (shipped with the package, so a chapter
-  can read it through ``sdelab.checkpoints.registry_dir() / "results"``);
+* ``checkpoints/results/chapter-times.csv``: the data (shipped with the package, so a
+  chapter can read it through ``sdelab.checkpoints.registry_dir() / "results"``);
 * ``book/runtimes.md``: the same as a Markdown table, for the book and the README.
 
-Budgets (issue 13): each chapter <= 3 minutes and the whole book <= 20 minutes on an idle 2-core
-CPU; ``--check-budget`` turns a miss on this machine into exit status 1.
+Budgets (issue 13): each chapter <= 3 minutes and the whole book <= 20 minutes on an
+idle 2-core CPU; ``--check-budget`` turns a miss on this machine into exit status 1.
 """
 
 from __future__ import annotations
@@ -37,7 +38,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CSV = ROOT / "checkpoints" / "results" / "chapter-times.csv"
 MD = ROOT / "book" / "runtimes.md"
-FIELDS = ["chapter", "idle_s", "busy_s", "slowest_cell_s", "machine", "idle_load", "measured"]
+FIELDS = [
+    "chapter",
+    "idle_s",
+    "busy_s",
+    "slowest_cell_s",
+    "machine",
+    "idle_load",
+    "measured",
+]
 CHAPTER_BUDGET_S, BOOK_BUDGET_S = 180, 1200
 
 
@@ -64,13 +73,17 @@ def machine() -> str:
 
 
 def run_chapter(path: Path, timeout: int) -> tuple[float, float]:
-    """Execute a chapter without saving it; returns (wall seconds, slowest cell's seconds)."""
+    """Execute a chapter without saving it; returns (wall s, slowest cell's s)."""
     import nbformat
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    )
     start = time.perf_counter()
     client.execute()
     wall = time.perf_counter() - start
@@ -79,8 +92,9 @@ def run_chapter(path: Path, timeout: int) -> tuple[float, float]:
         ex = cell.get("metadata", {}).get("execution", {})
         a, b = ex.get("iopub.execute_input"), ex.get("shell.execute_reply")
         if a and b:
-            dt = (datetime.datetime.fromisoformat(b.replace("Z", "+00:00"))
-                  - datetime.datetime.fromisoformat(a.replace("Z", "+00:00")))
+            dt = datetime.datetime.fromisoformat(
+                b.replace("Z", "+00:00")
+            ) - datetime.datetime.fromisoformat(a.replace("Z", "+00:00"))
             slowest = max(slowest, dt.total_seconds())
     return wall, slowest
 
@@ -114,34 +128,59 @@ def write(rows: list[dict]) -> None:
         w.writeheader()
         w.writerows(rows)
     os.replace(tmp, CSV)
-    lines = ["# Chapter run times", "",
-             "Written by `tools/time_chapters.py` (do not edit by hand): wall time of each chapter,",
-             "executed top to bottom in a fresh kernel, on an idle machine and with one other",
-             "CPU-bound process running. Budget: 3 minutes a chapter, 20 minutes the book, on an",
-             "idle 2-core CPU.", ""]
+    lines = [
+        "# Chapter run times",
+        "",
+        "Written by `tools/time_chapters.py` (do not edit by hand): wall time of",
+        "each chapter, executed top to bottom in a fresh kernel, on an idle machine",
+        "and with one other CPU-bound process running. Budget: 3 minutes a chapter,",
+        '20 minutes the book, on an idle 2-core CPU. "load before" is the 1-minute',
+        "load average when the idle run started: near 0 on a quiet machine; higher",
+        "means it was not idle.",
+        "",
+    ]
     for m in sorted({r["machine"] for r in rows}):
         mine = [r for r in rows if r["machine"] == m]
-        lines += [f"**{m}**", "", "| chapter | idle (s) | one core busy (s) | slowest cell (s) |",
-                  "|---|---:|---:|---:|"]
+        lines += [
+            f"**{m}**",
+            "",
+            "| chapter | idle (s) | one core busy (s) | slowest cell (s) "
+            "| load before |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for r in mine:
-            lines.append(f"| {r['chapter']} | {r['idle_s'] or '-'} | {r['busy_s'] or '-'} "
-                         f"| {r['slowest_cell_s'] or '-'} |")
-        tot = [sum(float(r[k]) for r in mine if r[k]) if all(r[k] for r in mine) else None
-               for k in ("idle_s", "busy_s")]
-        lines.append(f"| **book** | {f'{tot[0]:.0f}' if tot[0] is not None else '-'} "
-                     f"| {f'{tot[1]:.0f}' if tot[1] is not None else '-'} | |")
+            lines.append(
+                f"| {r['chapter']} | {r['idle_s'] or '-'} | {r['busy_s'] or '-'} "
+                f"| {r['slowest_cell_s'] or '-'} | {r['idle_load'] or '-'} |"
+            )
+        tot = [
+            sum(float(r[k]) for r in mine if r[k]) if all(r[k] for r in mine) else None
+            for k in ("idle_s", "busy_s")
+        ]
+        lines.append(
+            f"| **book** | {f'{tot[0]:.0f}' if tot[0] is not None else '-'} "
+            f"| {f'{tot[1]:.0f}' if tot[1] is not None else '-'} | | |"
+        )
         lines.append("")
     MD.write_text("\n".join(lines))
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("chapters", nargs="*", help="notebooks (default: every book/*.ipynb)")
+    p.add_argument(
+        "chapters", nargs="*", help="notebooks (default: every book/*.ipynb)"
+    )
     p.add_argument("--only", choices=("idle", "busy"), help="measure one column only")
-    p.add_argument("--timeout", type=int, default=1800, help="seconds per cell before failing")
-    p.add_argument("--check-budget", action="store_true", help="exit 1 if a budget is exceeded")
+    p.add_argument(
+        "--timeout", type=int, default=1800, help="seconds per cell before failing"
+    )
+    p.add_argument(
+        "--check-budget", action="store_true", help="exit 1 if a budget is exceeded"
+    )
     args = p.parse_args(argv)
-    paths = [Path(c).resolve() for c in args.chapters] or sorted((ROOT / "book").glob("*.ipynb"))
+    paths = [Path(c).resolve() for c in args.chapters] or sorted(
+        (ROOT / "book").glob("*.ipynb")
+    )
     for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY"):
         os.environ.pop(k, None)  # inherited by the kernels: measure what a reader gets
     here = machine()
@@ -149,7 +188,9 @@ def main(argv=None) -> int:
     over = []
     for path in paths:
         name = path.stem
-        row = next((r for r in rows if r["chapter"] == name and r["machine"] == here), None)
+        row = next(
+            (r for r in rows if r["chapter"] == name and r["machine"] == here), None
+        )
         if row is None:
             row = dict.fromkeys(FIELDS, "") | {"chapter": name, "machine": here}
             rows.append(row)
@@ -157,8 +198,11 @@ def main(argv=None) -> int:
             row["idle_load"] = f"{os.getloadavg()[0]:.2f}"
             wall, slowest = run_chapter(path, args.timeout)
             row["idle_s"], row["slowest_cell_s"] = f"{wall:.1f}", f"{slowest:.1f}"
-            print(f"{name}: idle {wall:.1f} s (slowest cell {slowest:.1f} s, load before "
-                  f"{row['idle_load']})", flush=True)
+            print(
+                f"{name}: idle {wall:.1f} s (slowest cell {slowest:.1f} s, load before "
+                f"{row['idle_load']})",
+                flush=True,
+            )
             if wall > CHAPTER_BUDGET_S:
                 over.append(f"{name} idle {wall:.0f} s > {CHAPTER_BUDGET_S} s")
         if args.only != "idle":
@@ -170,9 +214,14 @@ def main(argv=None) -> int:
         write(rows)  # after every chapter: a stopped run keeps what it measured
     mine = [r for r in rows if r["machine"] == here and r["idle_s"]]
     total = sum(float(r["idle_s"]) for r in mine)
-    print(f"book, idle: {total:.0f} s over {len(mine)} chapters; written to "
-          f"{CSV.relative_to(ROOT)} and {MD.relative_to(ROOT)}")
-    if len(mine) == len(list((ROOT / "book").glob("*.ipynb"))) and total > BOOK_BUDGET_S:
+    print(
+        f"book, idle: {total:.0f} s over {len(mine)} chapters; written to "
+        f"{CSV.relative_to(ROOT)} and {MD.relative_to(ROOT)}"
+    )
+    if (
+        len(mine) == len(list((ROOT / "book").glob("*.ipynb")))
+        and total > BOOK_BUDGET_S
+    ):
         over.append(f"book idle {total:.0f} s > {BOOK_BUDGET_S} s")
     if over:
         print("over budget: " + "; ".join(over), file=sys.stderr)

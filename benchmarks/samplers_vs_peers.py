@@ -1,0 +1,903 @@
+"""sdelab's samplers beside k-diffusion's and diffusers', with the same score and the same noise.
+
+The peers are a benchmark-only extra, never a runtime dependency of sdelab. Install them
+beside the project's venv (torch comes from the venv)::
+
+    pip install --target /work/scratch/peers --no-deps k-diffusion diffusers torchsde \\
+        torchdiffeq trampoline huggingface_hub regex importlib_metadata zipp filelock \\
+        requests safetensors
+    PYTHONPATH=$PWD:/work/scratch/peers python benchmarks/samplers_vs_peers.py toys
+
+(or ``pip install "sdelab[bench]"``). Subcommands, each resumable and writing to
+``benchmarks/results/peers/`` (csv + png):
+
+* ``toys``: problems with exact scores (``sdelab.toy``) under VP-linear, VP-cosine and VE.
+  Deterministic samplers: RMS distance of the final (denoised) samples to a tight reference
+  solve of the same prior draws (DOP853, rtol = atol = 1e-10, then the exact Tweedie step).
+  Stochastic samplers: energy distance to exact samples of the data, with its Monte-Carlo
+  floor (two exact samples of the same size).
+* ``nets``: the shipped fashion-vp-linear / fashion-vp-cosine networks, N = 1000 images drawn
+  from identical prior noise (chunks of 100, chunk i seeded with i, as
+  ``tools/evaluate_checkpoints.py`` does), scored by the project's classifier FD against the
+  10 k test set.
+* ``tend``: where sampling stops (issue 20): the PF-ODE solved by RK45 from T down to each
+  t_end in a list (one solve, dense output), then one Tweedie step; and the few-step samplers
+  with the same end times.
+* ``baselines``: EM-1000 and PC-500 on the networks at the same N (long: run it with nohup; more
+  processes with ``PEERS_HELPER=1`` take chunks from the end).
+* ``report`` / ``plot``: markdown tables and figures from the csv files; ``publish`` copies the
+  network results to ``checkpoints/results/samplers-n1000-*.csv``, where the book reads them.
+
+``SDELAB_UNDER_TEST=/path/to/checkout`` measures that checkout's ``sdelab`` (a branch before it
+lands) instead of this one's.
+
+**What is matched.** Every sampler sees one ``score_fn(x, t)``. k-diffusion works in the
+VE-equivalent variable :math:`y = x/\\alpha` with noise level :math:`\\hat\\sigma =
+\\sigma/\\alpha`; its denoiser is Tweedie's formula :math:`D(y, \\hat\\sigma) = (x + \\sigma^2
+s(x, t))/\\alpha` at :math:`t = \\lambda^{-1}(-\\log\\hat\\sigma)`. diffusers' schedulers work in
+the variance-preserving variable :math:`x' = y/\\sqrt{1 + \\hat\\sigma^2}` on a discrete schedule:
+it is given ``trained_betas`` such that its ``alphas_cumprod[i]`` is exactly
+:math:`1/(1 + \\hat\\sigma(t_i)^2)` at :math:`t_i = \\epsilon + i (T - \\epsilon)/999`, and the model
+wrapper maps the discrete timestep back to :math:`t_i` (interpolated for fractional ones) and
+returns :math:`\\hat\\epsilon = -\\sigma s`. So all three integrate the same probability-flow ODE
+between the same end points :math:`T` and :math:`\\epsilon`, and finish with a denoising step to
+:math:`\\hat\\sigma = 0` (sdelab: ``denoise=True``; k-diffusion: a final sigma of 0; diffusers:
+``final_sigmas_type="zero"``). NFE is counted by the wrapper, not taken from the docs.
+Times are not compared (a ratio would need an idle machine); NFE is the cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+# $SDELAB_UNDER_TEST: measure another checkout's sdelab (e.g. a branch before it lands)
+sys.path.insert(0, os.environ.get("SDELAB_UNDER_TEST", str(ROOT)))
+
+from sdelab import checkpoints, data, metrics, samplers as smp  # noqa: E402
+
+OUT = ROOT / "benchmarks" / "results" / "peers"
+CACHE = ROOT / "runs" / "peers"
+f64 = torch.float64
+
+
+# ----------------------------------------------------------------------------------------------
+# score wrappers shared by the peers
+# ----------------------------------------------------------------------------------------------
+class Counter:
+    """Wraps ``score_fn`` and counts batch evaluations (the NFE)."""
+
+    def __init__(self, score_fn):
+        self.score_fn, self.nfe = score_fn, 0
+
+    def __call__(self, x, t):
+        self.nfe += 1
+        return self.score_fn(x, t)
+
+
+def _lam_to_t(sde, lam: torch.Tensor) -> torch.Tensor:
+    t = sde.t_from_half_log_snr(lam.to(f64))
+    return t.clamp(sde.eps, sde.T)
+
+
+def kdiff_denoiser(score_fn, sde):
+    """k-diffusion's ``model(y, sigma_hat)``: Tweedie's E[x0 | x] in the VE variable y = x/alpha."""
+
+    def model(y, sigma_hat, **kw):
+        sh = sigma_hat.to(f64).reshape(-1)
+        t = _lam_to_t(sde, -torch.log(sh))
+        alpha, sigma = sde.marginal_coeffs(t)
+        alpha, sigma = alpha.to(y.dtype), sigma.to(y.dtype)
+        shape = (-1,) + (1,) * (y.dim() - 1)
+        if alpha.numel() == 1:
+            alpha, sigma, t = (v.expand(y.shape[0]) for v in (alpha, sigma, t))
+        x = y * alpha.reshape(shape)
+        s = score_fn(x, t.to(y.dtype))
+        return (x + sigma.reshape(shape) ** 2 * s) / alpha.reshape(shape)
+
+    return model
+
+
+def sigma_hat(sde, t) -> torch.Tensor:
+    t = torch.as_tensor(t, dtype=f64)
+    return torch.exp(-sde.half_log_snr(t))
+
+
+def sdelab_times_to_sigmas(sde, times, device, dtype):
+    """k-diffusion's sigma schedule for sdelab's time grid, with the final 0 (a Tweedie step)."""
+    s = sigma_hat(sde, torch.tensor(times, dtype=f64))
+    return torch.cat([s, s.new_zeros(1)]).to(device=device, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# the peers, each wrapped around the same score_fn
+# ----------------------------------------------------------------------------------------------
+def import_kdiffusion():
+    """k-diffusion's sampling module without its package __init__ (which imports training code)."""
+    import importlib.util
+    import types
+
+    if "k_diffusion.sampling" in sys.modules:
+        return sys.modules["k_diffusion.sampling"]
+    spec = importlib.util.find_spec("k_diffusion")
+    if spec is None:
+        raise ImportError("k-diffusion is not installed (see the pip line at the top of this file)")
+    pkg = types.ModuleType("k_diffusion")
+    pkg.__path__ = list(spec.submodule_search_locations)
+    sys.modules["k_diffusion"] = pkg
+    import k_diffusion.sampling as K
+
+    return K
+
+
+def sdelab_grid(sde, steps: int, grid: str, t_end: float | None = None) -> list[float]:
+    """sdelab's named grid with ``steps`` intervals from T to ``t_end`` (default ``sde.eps``)."""
+    if t_end is None or t_end == sde.eps:
+        return smp.time_grid(sde, steps, grid, dtype=f64).tolist()
+    T = sde.T
+    if grid == "uniform":
+        return torch.linspace(T, t_end, steps + 1, dtype=f64).tolist()
+    lam_T, lam_e = sde.half_log_snr(torch.tensor([T, t_end], dtype=f64)).tolist()
+    if grid == "log_snr":
+        lam = torch.linspace(lam_T, lam_e, steps + 1, dtype=f64)
+    else:
+        rho = 7.0
+        a, b = math.exp(-lam_T / rho), math.exp(-lam_e / rho)
+        lam = -rho * torch.log(a + torch.linspace(0, 1, steps + 1, dtype=f64) * (b - a))
+    t = sde.t_from_half_log_snr(lam)
+    t[0], t[-1] = T, t_end
+    return t.tolist()
+
+
+def run_kdiff(name: str, sde, score_fn, x_T, times, gen, **kw):
+    """k-diffusion's ``sample_<name>`` on sdelab's grid ``times`` (then sigma = 0): samples in x."""
+    K = import_kdiffusion()
+    sig = sdelab_times_to_sigmas(sde, times, x_T.device, x_T.dtype)
+    alpha_T = sde.marginal_coeffs(torch.tensor([times[0]], dtype=f64))[0].item()
+    y = x_T / alpha_T
+    extra = dict(kw)
+    if name in ("euler_ancestral", "dpmpp_2m_sde", "dpmpp_3m_sde", "dpmpp_2s_ancestral"):
+        extra["noise_sampler"] = lambda s, s_next: torch.randn(y.shape, generator=gen, dtype=y.dtype)
+    fn = getattr(K, f"sample_{name}")
+    return fn(kdiff_denoiser(score_fn, sde), y, sig, disable=True, **extra)
+
+
+DIFFUSERS_TRAIN_STEPS = 1000
+
+
+def diffusers_table(sde):
+    """(t_i, sigma_hat_i) of the discrete schedule handed to diffusers: t_i = eps + i (T - eps)/999."""
+    t = torch.linspace(sde.eps, sde.T, DIFFUSERS_TRAIN_STEPS, dtype=f64)
+    return t, sigma_hat(sde, t)
+
+
+def diffusers_scheduler(cls_name: str, sde, **config):
+    import diffusers
+
+    _, sh = diffusers_table(sde)
+    abar = 1.0 / (1.0 + sh**2)
+    betas = 1.0 - abar / torch.cat([abar.new_ones(1), abar[:-1]])
+    cls = getattr(diffusers, cls_name)
+    return cls(num_train_timesteps=DIFFUSERS_TRAIN_STEPS, trained_betas=betas.numpy(), **config)
+
+
+def run_diffusers(cls_name: str, sde, score_fn, x_T, steps: int, gen, timesteps=None, **config):
+    """A diffusers scheduler's own loop, epsilon prediction from ``score_fn``; samples in x.
+
+    The discrete (possibly fractional) timestep k maps to the noise level the scheduler itself
+    uses there (sigma_hat interpolated in k, as diffusers does) and from it to t.
+    """
+    sched = diffusers_scheduler(cls_name, sde, **config)
+    if timesteps is not None:
+        sched.set_timesteps(timesteps=list(timesteps))
+    else:
+        sched.set_timesteps(steps)
+    t_tab, sh_tab = diffusers_table(sde)
+    sh_T = sh_tab[-1].item()
+    alpha_T = sde.marginal_coeffs(torch.tensor([sde.T], dtype=f64))[0].item()
+    sample = (x_T / alpha_T) / math.sqrt(1 + sh_T**2) * float(sched.init_noise_sigma)
+
+    def eps_model(x_vp, k):
+        k = float(k)
+        i0 = min(int(math.floor(k)), DIFFUSERS_TRAIN_STEPS - 2)
+        w = k - i0
+        sh = (1 - w) * sh_tab[i0] + w * sh_tab[i0 + 1]
+        t = _lam_to_t(sde, -torch.log(sh.reshape(1)))
+        alpha, sigma = (v.item() for v in sde.marginal_coeffs(t))
+        x = x_vp * math.sqrt(1 + sh.item() ** 2) * alpha
+        tv = torch.full((x.shape[0],), t.item(), dtype=x.dtype)
+        return -sigma * score_fn(x, tv)
+
+    import inspect
+
+    kw = {"generator": gen} if "generator" in inspect.signature(sched.step).parameters else {}
+    for k in sched.timesteps:
+        model_in = sched.scale_model_input(sample, k)
+        eps = eps_model(model_in, k)
+        sample = sched.step(eps, k, sample, **kw).prev_sample
+    return sample
+
+
+# ----------------------------------------------------------------------------------------------
+# the catalogue: every sampler at an NFE budget B (B grid intervals + the final denoising step)
+# ----------------------------------------------------------------------------------------------
+class Entry:
+    def __init__(self, library, sampler, grid, kind, steps, run):
+        self.library, self.sampler, self.grid, self.kind, self.steps, self.run = (
+            library, sampler, grid, kind, steps, run)
+
+    @property
+    def label(self):
+        return f"{self.library}:{self.sampler}[{self.grid}]"
+
+
+# sdelab samplers: name -> (function name, NFE per step, kwargs, kind); the new ones are picked
+# up from sdelab.samplers when they exist there
+SDELAB = {
+    "pf_euler": ("probability_flow_euler", 1, {}, "deterministic"),
+    "heun": ("heun", 2, {}, "deterministic"),
+    "dpm_solver-1": ("dpm_solver", 1, {"order": 1}, "deterministic"),
+    "dpm_solver-2": ("dpm_solver", 2, {"order": 2}, "deterministic"),
+    "euler_maruyama": ("euler_maruyama", 1, {}, "stochastic"),
+    "reverse_diffusion": ("reverse_diffusion", 1, {}, "stochastic"),
+}
+NEW_SDELAB = {
+    "dpmpp_2m": ("dpmpp_2m", 1, {}, "deterministic"),
+    "dpmpp_3m": ("dpmpp_3m", 1, {}, "deterministic"),
+    "unipc": ("unipc", 1, {}, "deterministic"),
+    "euler": ("euler", 1, {}, "deterministic"),
+    "heun_sigma": ("heun", 2, {}, "deterministic"),
+    "dpmpp_2m_sde": ("dpmpp_2m_sde", 1, {}, "stochastic"),
+    "edm_stochastic": ("edm_stochastic", 2, {}, "stochastic"),
+}
+KDIFF = {  # name -> (NFE per step, kind); the last interval (to sigma = 0) costs one NFE
+    "euler": (1, "deterministic"),
+    "heun": (2, "deterministic"),
+    "lms": (1, "deterministic"),
+    "dpmpp_2m": (1, "deterministic"),
+    "euler_ancestral": (1, "stochastic"),
+    "dpmpp_2m_sde": (1, "stochastic"),
+    "dpmpp_3m_sde": (1, "stochastic"),
+}
+DIFFUSERS = {  # name -> (scheduler, config, kind)
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2},
+                 "deterministic"),
+    "dpmpp_3m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 3},
+                 "deterministic"),
+    "unipc-2": ("UniPCMultistepScheduler", {"solver_order": 2}, "deterministic"),
+    "unipc-3": ("UniPCMultistepScheduler", {"solver_order": 3}, "deterministic"),
+    "ddim": ("DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": True}, "deterministic"),
+    "euler": ("EulerDiscreteScheduler", {}, "deterministic"),
+    "dpmpp_2m_sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2},
+                     "stochastic"),
+}
+
+
+def sdelab_entry(name, budget, grid, t_end=None):
+    fn_name, per, kw, kind = {**SDELAB, **NEW_SDELAB}[name]
+    # after the samplers rework, the trapezoidal rule and Euler in t are heun_t / euler_t
+    renamed = {"heun": "heun_t", "probability_flow_euler": "euler_t"}
+    if name in SDELAB and hasattr(smp, renamed.get(fn_name, "-")):
+        fn_name = renamed[fn_name]
+    fn = getattr(smp, fn_name, None)
+    if fn is None:
+        return None
+    steps = budget // per
+    if steps < 1:
+        return None
+
+    def run(sf, sde, x_T, gen):
+        times = sdelab_grid(sde, steps, grid, t_end)
+        extra = {"generator": gen} if kind == "stochastic" else {}
+        import inspect
+
+        flag = "final_denoise" if "final_denoise" in inspect.signature(fn).parameters else "denoise"
+        extra[flag] = True
+        return fn(sf, sde, x_T, grid=times, **kw, **extra).x
+
+    return Entry("sdelab", name, grid, kind, steps, run)
+
+
+def kdiff_entry(name, budget, grid, t_end=None):
+    per, kind = KDIFF[name]
+    steps = budget // per  # intervals on the sdelab grid; + one (one NFE) to sigma = 0
+    if steps < 1:
+        return None
+
+    def run(sf, sde, x_T, gen):
+        return run_kdiff(name, sde, sf, x_T, sdelab_grid(sde, steps, grid, t_end), gen)
+
+    return Entry("k-diffusion", name, grid, kind, steps, run)
+
+
+TIMESTEPS_OK = ("DPMSolverMultistepScheduler", "EulerDiscreteScheduler")  # set_timesteps(timesteps=)
+
+
+def diffusers_entry(name, budget, spacing="linspace"):
+    cls_name, config, kind = DIFFUSERS[name]
+    steps = budget + 1 if name != "heun" else budget // 2 + 1
+
+    def run(sf, sde, x_T, gen):
+        if spacing == "to_eps":  # integer timesteps from 999 down to 0 (= sdelab's eps)
+            ts = np.linspace(DIFFUSERS_TRAIN_STEPS - 1, 0, steps).round().astype(int).tolist()
+            return run_diffusers(cls_name, sde, sf, x_T, steps, gen, timesteps=ts, **config)
+        return run_diffusers(cls_name, sde, sf, x_T, steps, gen, timestep_spacing=spacing, **config)
+
+    return Entry("diffusers", name, spacing, kind, steps, run)
+
+
+# ----------------------------------------------------------------------------------------------
+# toys with exact scores
+# ----------------------------------------------------------------------------------------------
+def energy_distance(x, y) -> float:
+    """Unbiased energy distance (Szekely & Rizzo) between samples x (n, d) and y (m, d)."""
+    x, y = x.reshape(len(x), -1).double(), y.reshape(len(y), -1).double()
+    n, m = len(x), len(y)
+    return (2 * torch.cdist(x, y).mean() - torch.cdist(x, x).sum() / (n * (n - 1))
+            - torch.cdist(y, y).sum() / (m * (m - 1))).item()
+
+
+def gaussian_w2(x, mean, cov) -> float:
+    """W2 between the Gaussian fitted to x and N(mean, cov) (Bures form)."""
+    m, c = x.mean(0), torch.cov(x.T)
+    e, u = torch.linalg.eigh(cov)
+    r = u @ torch.diag(e.clamp(min=0).sqrt()) @ u.T
+    cross = torch.linalg.eigvalsh(r @ c @ r).clamp(min=0).sqrt().sum()
+    return (((m - mean) ** 2).sum() + torch.trace(c) + torch.trace(cov) - 2 * cross).clamp(min=0).sqrt().item()
+
+
+def gauss_16d():
+    from sdelab.toy import gaussian
+
+    g = torch.Generator().manual_seed(1)
+    q, _ = torch.linalg.qr(torch.randn(16, 16, generator=g, dtype=f64))
+    evals = torch.logspace(math.log10(0.05), math.log10(2.0), 16, dtype=f64)
+    return gaussian(torch.randn(16, generator=g, dtype=f64), q @ torch.diag(evals) @ q.T)
+
+
+class Toy:
+    """A mixture with exact score, its reference flow and its exact target (both Tweedie-denoised)."""
+
+    def __init__(self, name, gm, sde, n=2000, seed=0):
+        self.name, self.gm, self.sde, self.n = name, gm, sde, n
+        g = torch.Generator().manual_seed(seed)
+        self.score_fn = gm.score_fn(sde)
+        self.x_T = sde.perturb(gm.sample(n, g), sde.T, generator=g)[0]
+        ref = smp.probability_flow_rk45(self.score_fn, sde, self.x_T, rtol=1e-10, atol=1e-10, method="DOP853")
+        self.reference = smp.denoise(self.score_fn, sde, ref.x, sde.eps)
+        self.target = self.exact(n, g)
+        self.gaussian = gm.num_components == 1
+        if self.gaussian:  # D(x) = m + (I - s^2 S^-1)(x - a m)/a is linear: its law in closed form
+            a, sg = (v.item() for v in sde.marginal_coeffs(torch.tensor([sde.eps], dtype=f64)))
+            _, S = gm.moments_t(sde.eps, sde)
+            M = torch.eye(len(S), dtype=f64) - sg**2 * torch.linalg.inv(S)
+            mean = gm.mean() if callable(gm.mean) else gm.mean
+            self.mean, self.cov = mean, M @ S @ M.T / a**2
+        fl = [self.distance(self.exact(n, g)) for _ in range(10)]
+        self.floor = float(np.median(fl)), float(np.quantile(fl, 0.9))
+
+    def exact(self, n, g):
+        x = self.sde.perturb(self.gm.sample(n, g), self.sde.eps, generator=g)[0]
+        return smp.denoise(self.score_fn, self.sde, x, self.sde.eps)
+
+    def distance(self, x) -> float:
+        if self.gm.num_components == 1:
+            return gaussian_w2(x, self.mean, self.cov)
+        return energy_distance(x, self.target)
+
+    @property
+    def metric(self):
+        return "W2 (Gaussian fit)" if self.gm.num_components == 1 else "energy distance"
+
+
+TOY_FIELDS = ["problem", "sde", "library", "sampler", "grid", "kind", "steps", "nfe", "t_end", "path_rms",
+              "distance", "metric", "floor_median", "floor_q90"]
+
+
+def toy_entries(budget, grids, t_end=None):
+    out = []
+    for name in [*SDELAB, *NEW_SDELAB]:
+        for grid in grids:
+            e = sdelab_entry(name, budget, grid, t_end)
+            if e is not None:
+                out.append(e)
+    for name in KDIFF:
+        for grid in grids:
+            e = kdiff_entry(name, budget, grid, t_end)
+            if e is not None:
+                out.append(e)
+    if t_end is None:
+        for name in DIFFUSERS:
+            spacings = ("linspace", "to_eps") if DIFFUSERS[name][0] in TIMESTEPS_OK else ("linspace",)
+            for spacing in spacings:
+                out.append(diffusers_entry(name, budget, spacing))
+    return out
+
+
+def cmd_toys(args) -> None:
+    from sdelab import make_sde
+    from sdelab.toy import ring_mixture
+
+    path = OUT / "toys.csv"
+    done = {(r["problem"], r["sde"], r["library"], r["sampler"], r["grid"], r["steps"], r["t_end"])
+            for r in read_rows(path)}
+    problems = {"ring-2d": lambda: ring_mixture(8, 4.0, 0.5), "gauss-16d": gauss_16d}
+    for pname in args.problems:
+        for sde_name in args.sdes:
+            sde = make_sde(sde_name)
+            toy = None
+            for t_end in [None, *args.t_ends]:
+                for budget in args.budgets:
+                    for e in toy_entries(budget, args.grids, t_end):
+                        te = "" if t_end is None else f"{t_end:g}"
+                        if (pname, sde_name, e.library, e.sampler, e.grid, str(e.steps), te) in done:
+                            continue
+                        if args.only and not any(o in e.label for o in args.only):
+                            continue
+                        if toy is None:
+                            toy = Toy(pname, problems[pname](), sde, n=args.n)
+                        counter = Counter(toy.score_fn)
+                        gen = torch.Generator().manual_seed(budget)
+                        try:
+                            with torch.no_grad():
+                                x = e.run(counter, sde, toy.x_T, gen)
+                        except Exception as exc:  # a peer that cannot run this SDE: say so, go on
+                            print(f"{pname} {sde_name} {e.label} {budget}: {type(exc).__name__}: {exc}")
+                            continue
+                        try:
+                            dist = f"{toy.distance(x):.3e}"
+                        except (RuntimeError, ValueError):  # a diverged run: no finite moments
+                            dist = "nan"
+                        row = dict(problem=pname, sde=sde_name, library=e.library, sampler=e.sampler,
+                                   grid=e.grid, kind=e.kind, steps=e.steps, nfe=counter.nfe, t_end=te,
+                                   path_rms=f"{((x - toy.reference) ** 2).sum(1).mean().sqrt().item():.3e}",
+                                   distance=dist, metric=toy.metric,
+                                   floor_median=f"{toy.floor[0]:.3e}", floor_q90=f"{toy.floor[1]:.3e}")
+                        append_row(path, TOY_FIELDS, row)
+            print(f"{pname} {sde_name} done", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# shipped networks: N images from identical prior noise, FD with the project's classifier
+# ----------------------------------------------------------------------------------------------
+NET_N, NET_BATCH = 1000, 100
+_NET_STATE: dict = {}
+
+
+def net_state(name: str):
+    if name not in _NET_STATE:
+        ckpt = checkpoints.load(f"fashion-{name}", kind="score")
+        _NET_STATE[name] = ckpt
+    return _NET_STATE[name]
+
+
+def classifier_state():
+    if "clf" not in _NET_STATE:
+        clf = checkpoints.load("fashion-classifier", kind="classifier").net
+        feats, _ = metrics.classifier_functions(clf)
+        stats = metrics.load_statistics(ROOT / "checkpoints/results/fashion-test-10000-classifier-stats.npz")
+        _NET_STATE["clf"] = (feats, stats)
+    return _NET_STATE["clf"]
+
+
+def draw_net(net: str, key: str, run, n: int = NET_N, batch: int = NET_BATCH):
+    """Images of ``run(score_fn, sde, x_T, generator) -> (x, nfe)`` on the first n prior draws.
+
+    Chunks are cached under runs/peers/<net>/<key>/ so that a stopped run resumes.
+    """
+    ckpt = net_state(net)
+    cache = CACHE / net / key
+    cache.mkdir(parents=True, exist_ok=True)
+    # $PEERS_HELPER=1: a helper process for a long run: it takes the chunks from the last one
+    # backwards, skipping those done or claimed (a .lock file), and leaves the scoring to the
+    # main process, which goes forwards
+    helper = os.environ.get("PEERS_HELPER") == "1"
+    starts = list(enumerate(range(0, n, batch)))
+    results = {}
+    for i, start in (reversed(starts) if helper else starts):
+        path = cache / f"chunk{i:03d}.pt"
+        if path.exists():
+            saved = torch.load(path, weights_only=True)
+            results[i] = saved["x"]
+            nfe = int(saved["nfe"])
+            continue
+        lock = path.with_suffix(".lock")
+        if helper:
+            try:
+                os.close(os.open(lock, os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                continue
+        b = min(batch, n - start)
+        gen = torch.Generator().manual_seed(i)
+        x_T = ckpt.sde.prior_sample((b, 1, 28, 28), generator=gen)
+        counter = Counter(ckpt.score_fn())
+        with torch.no_grad():
+            x = run(counter, ckpt.sde, x_T, gen)
+        x = x.clamp(-1, 1).float()
+        nfe = counter.nfe
+        tmp = path.with_suffix(".tmp")
+        torch.save({"x": x, "nfe": nfe}, tmp)
+        os.replace(tmp, path)
+        lock.unlink(missing_ok=True)
+        results[i] = x
+    if helper:
+        raise SystemExit(f"helper: no chunk of {net} {key} left to claim")
+    out = [results[i] for i, _ in starts]
+    return torch.cat(out), nfe
+
+
+def fd_of(images) -> float:
+    feats_fn, stats = classifier_state()
+    f = metrics.feature_statistics(metrics.extract_features(feats_fn, images, num_samples=len(images)))
+    return metrics.frechet_distance(stats.mu, stats.sigma, f.mu, f.sigma)
+
+
+NET_FIELDS = ["net", "library", "sampler", "grid", "kind", "steps", "nfe", "t_end", "denoise", "n", "fd",
+              "wall_s"]
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def append_row(path: Path, fields: list[str], row: dict) -> None:
+    new = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def net_entry(path: Path, net: str, library: str, sampler: str, grid: str, kind: str, steps, run,
+              t_end=None, denoise=True) -> dict:
+    """Compute (or read back) one row of ``path``: FD of ``run`` on net at N = 1000."""
+    key = f"{library}-{sampler}-{grid}-{steps}" + (f"-te{t_end:g}" if t_end is not None else "")
+    key += "" if denoise else "-nodenoise"
+    for r in read_rows(path):
+        if r["net"] == net and r["library"] == library and r["sampler"] == sampler and r["grid"] == grid \
+                and r["steps"] == str(steps) and r["t_end"] == ("" if t_end is None else f"{t_end:g}") \
+                and r["denoise"] == str(denoise):
+            return r
+    start = time.time()
+    images, nfe = draw_net(net, key, run)
+    row = dict(net=net, library=library, sampler=sampler, grid=grid, kind=kind, steps=steps, nfe=nfe,
+               t_end="" if t_end is None else f"{t_end:g}", denoise=denoise, n=len(images),
+               fd=f"{fd_of(images):.4f}", wall_s=f"{time.time() - start:.0f}")
+    append_row(path, NET_FIELDS, row)
+    print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+    return row
+
+
+def baseline_runs():
+    """The long stochastic baselines of chapter 6 / issue 20 (same settings as the evaluation tool)."""
+    return {
+        "em-1000": ("stochastic", 1000, lambda sf, sde, x, g: smp.euler_maruyama(
+            sf, sde, x, steps=1000, generator=g, denoise=True).x),
+        "pc-500": ("stochastic", 500, lambda sf, sde, x, g: smp.predictor_corrector(
+            sf, sde, x, steps=500, snr=0.16, corrector_steps=1, generator=g, denoise=True).x),
+    }
+
+
+def cmd_baselines(args) -> None:
+    path = OUT / "nets_baselines.csv"
+    runs = baseline_runs()
+    for net in args.nets:
+        for name in args.which:
+            kind, steps, run = runs[name]
+            net_entry(path, net, "sdelab", name, "uniform", kind, steps, run)
+
+
+def net_entries(budget: int, which: str):
+    """The few-step samplers run on the networks (``which``: "main" or "new")."""
+    if which == "new":  # sdelab's multistep samplers, once sdelab.samplers has them
+        out = []
+        for name in NEW_SDELAB:
+            for grid in ("uniform", "log_snr", "edm"):
+                e = sdelab_entry(name, budget, grid)
+                if e is not None:
+                    out.append(e)
+        return out
+    out = [sdelab_entry("dpm_solver-1", budget, "log_snr"), sdelab_entry("dpm_solver-2", budget, "log_snr"),
+           diffusers_entry("dpmpp_2m", budget), diffusers_entry("unipc-2", budget),
+           kdiff_entry("dpmpp_2m", budget, "uniform"), kdiff_entry("dpmpp_2m", budget, "edm"),
+           sdelab_entry("euler_maruyama", budget, "uniform"), kdiff_entry("dpmpp_2m_sde", budget, "edm"),
+           diffusers_entry("dpmpp_2m_sde", budget), sdelab_entry("dpm_solver-2", budget, "uniform"),
+           diffusers_entry("unipc-3", budget), diffusers_entry("dpmpp_3m", budget),
+           kdiff_entry("dpmpp_3m_sde", budget, "edm"), kdiff_entry("heun", budget, "edm"),
+           sdelab_entry("heun", budget, "edm"), kdiff_entry("lms", budget, "edm"),
+           kdiff_entry("euler_ancestral", budget, "edm")]
+    return [e for e in out if e is not None]
+
+
+def cmd_nets(args) -> None:
+    path = OUT / "nets.csv"
+    for budget in args.budgets:
+        for net in args.nets:
+            for e in net_entries(budget, args.which):
+                if args.only and not any(o in e.label for o in args.only):
+                    continue
+                net_entry(path, net, e.library, e.sampler, e.grid, e.kind, e.steps, e.run)
+
+
+TEND_DEFAULT = (1e-3, 0.005, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2)
+
+
+def rk45_tend(net: str, t_ends, rtol=1e-5, atol=1e-5, n: int = NET_N, batch: int = NET_BATCH):
+    """One RK45 PF-ODE solve per chunk from T, read out at every t_end (scipy's dense t_eval), each
+    finished by a Tweedie step. Returns {t_end: (images, nfe)}; nfe counts the evaluations at
+    times >= t_end (what a solve stopped there needs, up to the one straddling step) + 1."""
+    from scipy.integrate import solve_ivp
+
+    ckpt = net_state(net)
+    sde = ckpt.sde
+    t_ends = sorted(t_ends, reverse=True)
+    cache = CACHE / net / f"rk45-tend-{rtol:g}"
+    cache.mkdir(parents=True, exist_ok=True)
+    out = {te: [] for te in t_ends}
+    nfes = {te: 0 for te in t_ends}
+    for i, start in enumerate(range(0, n, batch)):
+        path = cache / f"chunk{i:03d}.pt"
+        if path.exists():
+            saved = torch.load(path, weights_only=True)
+        else:
+            b = min(batch, n - start)
+            gen = torch.Generator().manual_seed(i)
+            x_T = sde.prior_sample((b, 1, 28, 28), generator=gen)
+            shape = x_T.shape
+            score_fn = ckpt.score_fn()
+            calls = []
+
+            def fun(t, y):
+                calls.append(float(t))
+                x = torch.from_numpy(y).reshape(shape).float()
+                f, g2 = smp._f_g2(sde, float(t))
+                with torch.no_grad():
+                    sc = score_fn(x, torch.full((shape[0],), float(t))).double().numpy().reshape(-1)
+                return f * y - 0.5 * g2 * sc
+
+            knots = [sde.T, *sorted([c for c in smp._kinks(sde) if t_ends[-1] < c < sde.T], reverse=True),
+                     t_ends[-1]]
+            y = x_T.double().numpy().reshape(-1)
+            states = {}
+            for a, bnd in zip(knots[:-1], knots[1:]):
+                te_in = [te for te in t_ends if bnd <= te <= a]
+                sol = solve_ivp(fun, (a, bnd), y, method="RK45", rtol=rtol, atol=atol,
+                                t_eval=sorted(set(te_in + [bnd]), reverse=True))
+                for j, tt in enumerate(sol.t):
+                    states[float(tt)] = sol.y[:, j].copy()
+                y = sol.y[:, -1]
+            saved = {"x": {}, "nfe": {}}
+            for te in t_ends:
+                xt = torch.from_numpy(states[min(states, key=lambda k: abs(k - te))]).reshape(shape).float()
+                with torch.no_grad():
+                    x0 = smp.denoise(score_fn, sde, xt, te).clamp(-1, 1)
+                saved["x"][str(te)] = x0
+                saved["nfe"][str(te)] = sum(c >= te for c in calls) + 1
+            tmp = path.with_suffix(".tmp")
+            torch.save(saved, tmp)
+            os.replace(tmp, path)
+        for te in t_ends:
+            out[te].append(saved["x"][str(te)])
+            nfes[te] = max(nfes[te], int(saved["nfe"][str(te)]))
+    return {te: (torch.cat(out[te]), nfes[te]) for te in t_ends}
+
+
+def cmd_tend(args) -> None:
+    path = OUT / "nets_tend.csv"
+    for net in args.nets:
+        if "rk45" in args.parts:
+            have = {r["t_end"] for r in read_rows(path) if r["net"] == net and r["sampler"] == "rk45"}
+            if not all(f"{te:g}" in have for te in args.t_ends):
+                start = time.time()
+                res = rk45_tend(net, args.t_ends)
+                for te, (images, nfe) in res.items():
+                    if f"{te:g}" in have:
+                        continue
+                    row = dict(net=net, library="sdelab", sampler="rk45", grid="adaptive", kind="deterministic",
+                               steps="", nfe=nfe, t_end=f"{te:g}", denoise=True, n=len(images),
+                               fd=f"{fd_of(images):.4f}", wall_s=f"{time.time() - start:.0f}")
+                    append_row(path, NET_FIELDS, row)
+                    print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+        if "few" in args.parts:
+            for budget in args.budgets:
+                for te in args.few_t_ends:
+                    for lib, name, grid in args.few:
+                        if lib == "k-diffusion":
+                            e = kdiff_entry(name, budget, grid, te)
+                        else:
+                            e = sdelab_entry(name, budget, grid, te)
+                        if e is None:
+                            continue
+                        net_entry(path, net, e.library, e.sampler, e.grid, e.kind, e.steps, e.run, t_end=te)
+
+
+def _budget(nfe: int) -> int:
+    """The NFE budget a row belongs to: 5/10/20/50 intervals (+1 for the final denoising step)."""
+    return min((5, 10, 20, 50), key=lambda b: abs(b + 1 - nfe))
+
+
+def best_by_library(rows, value: str, keys=("problem", "sde", "kind")):
+    """{(keys..., budget): {library: (value, label, nfe)}}: the best row of each library."""
+    best: dict = {}
+    for r in rows:
+        if r.get("t_end"):
+            continue
+        k = tuple(r[c] for c in keys) + (_budget(int(r["nfe"])),)
+        v = float(r[value])
+        v = abs(v) if value != "distance" else v
+        lib = best.setdefault(k, {})
+        if r["library"] not in lib or v < lib[r["library"]][0]:
+            lib[r["library"]] = (v, f"{r['sampler']}[{r['grid']}]", int(r["nfe"]))
+    return best
+
+
+def cmd_report(args) -> None:
+    """Markdown tables from the csv files (the numbers quoted in the book and the issues)."""
+    toys = read_rows(OUT / "toys.csv")
+    if toys:
+        for kind, value in (("deterministic", "path_rms"), ("stochastic", "distance")):
+            print(f"\n### Toys, {kind}: best {value} per library (NFE budget incl. the final denoise)\n")
+            print("| problem | SDE | NFE | sdelab | k-diffusion | diffusers | floor (median) |")
+            print("|---|---|---|---|---|---|---|")
+            floors = {(r["problem"], r["sde"]): r["floor_median"] for r in toys}
+            for (pb, sde, kd, b), libs in sorted(best_by_library(toys, value).items()):
+                if kd != kind:
+                    continue
+                cells = [f"{libs[lib][0]:.3g} {libs[lib][1]}" if lib in libs else "-"
+                         for lib in ("sdelab", "k-diffusion", "diffusers")]
+                print(f"| {pb} | {sde} | {b + 1} | " + " | ".join(cells) + f" | {float(floors[(pb, sde)]):.2g} |")
+    nets = read_rows(OUT / "nets.csv")
+    if nets:
+        print("\n### Shipped networks: classifier FD vs the 10k test set, N = 1000, same prior noise\n")
+        labels = sorted({(r["net"], r["kind"], r["library"], r["sampler"], r["grid"]) for r in nets})
+        budgets = sorted({_budget(int(r["nfe"])) for r in nets})
+        print("| net | kind | sampler | " + " | ".join(f"~{b + 1} NFE" for b in budgets) + " |")
+        print("|---|---|---|" + "---|" * len(budgets))
+        for lab in labels:
+            cells = []
+            for b in budgets:
+                m = [r for r in nets if (r["net"], r["kind"], r["library"], r["sampler"], r["grid"]) == lab
+                     and _budget(int(r["nfe"])) == b]
+                cells.append(f"{float(m[0]['fd']):.3f} ({m[0]['nfe']})" if m else "-")
+            print(f"| {lab[0]} | {lab[1]} | {lab[2]}:{lab[3]}[{lab[4]}] | " + " | ".join(cells) + " |")
+    tend = read_rows(OUT / "nets_tend.csv")
+    base = {(r["net"], r["sampler"]): float(r["fd"]) for r in read_rows(OUT / "nets_baselines.csv")}
+    if tend or base:
+        print("\n### Where sampling stops: FD at N = 1000 (same prior noise) relative to EM-1000\n")
+        print("| net | sampler | NFE | t_end | FD | FD / EM-1000 |")
+        print("|---|---|---|---|---|---|")
+        for r in read_rows(OUT / "nets_baselines.csv") + tend + [r for r in nets if r["library"] == "diffusers"]:
+            em = base.get((r["net"], "em-1000"))
+            ratio = f"{float(r['fd']) / em:.2f}" if em else "-"
+            te = r["t_end"] or ("~1/S" if r["library"] == "diffusers" else "eps")
+            print(f"| {r['net']} | {r['library']}:{r['sampler']}[{r['grid']}] | {r['nfe']} | "
+                  f"{te} | {float(r['fd']):.3f} | {ratio} |")
+
+
+def cmd_plot(args) -> None:
+    """toys.png (path error / distance vs NFE, best grid per sampler) and nets.png (FD vs NFE)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    style = {"sdelab": "-", "k-diffusion": "--", "diffusers": ":"}
+    toys = [r for r in read_rows(OUT / "toys.csv") if not r["t_end"]]
+    if toys:
+        panels = sorted({(r["problem"], r["sde"]) for r in toys})
+        fig, axes = plt.subplots(2, len(panels), figsize=(3.4 * len(panels), 6.4), squeeze=False)
+        for j, (pb, sde) in enumerate(panels):
+            for i, (kind, value) in enumerate((("deterministic", "path_rms"), ("stochastic", "distance"))):
+                ax = axes[i, j]
+                rows = [r for r in toys if (r["problem"], r["sde"], r["kind"]) == (pb, sde, kind)]
+                for lib, smp_name in sorted({(r["library"], r["sampler"]) for r in rows}):
+                    pts = {}
+                    for r in rows:
+                        if (r["library"], r["sampler"]) == (lib, smp_name):
+                            v = float(r[value])
+                            if math.isfinite(v):
+                                n = int(r["nfe"])
+                                pts[n] = min(pts.get(n, math.inf), max(v, 1e-5))
+                    if pts:
+                        xs = sorted(pts)
+                        ax.plot(xs, [pts[x] for x in xs], style[lib], marker=".", label=f"{lib}:{smp_name}")
+                if kind == "stochastic" and rows:
+                    ax.axhline(float(rows[0]["floor_q90"]), color="k", lw=0.8)
+                ax.set(xscale="log", yscale="log", title=f"{pb}, {sde}", xlabel="NFE",
+                       ylabel="path RMS" if i == 0 else rows[0]["metric"] if rows else "")
+        axes[0, -1].legend(fontsize=5, loc="upper right", ncol=2)
+        axes[1, -1].legend(fontsize=5, loc="upper right", ncol=2)
+        fig.tight_layout()
+        fig.savefig(OUT / "toys.png", dpi=110)
+    nets = read_rows(OUT / "nets.csv")
+    for r in read_rows(OUT / "nets_tend.csv"):  # the end-time runs, labelled by t_end
+        if r["sampler"] != "rk45":
+            nets.append(dict(r, grid=f"{r['grid']}, t_end {r['t_end']}"))
+    if nets:
+        base = read_rows(OUT / "nets_baselines.csv")
+        panels = sorted({(r["net"], r["kind"]) for r in nets})
+        fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+        for ax, (net, kind) in zip(axes[0], panels):
+            rows = [r for r in nets if (r["net"], r["kind"]) == (net, kind)]
+            for lab in sorted({(r["library"], r["sampler"], r["grid"]) for r in rows}):
+                pts = sorted((int(r["nfe"]), float(r["fd"])) for r in rows
+                             if (r["library"], r["sampler"], r["grid"]) == lab)
+                ax.plot(*zip(*pts), style[lab[0]], marker=".", label=f"{lab[0]}:{lab[1]}[{lab[2]}]")
+            for r in base:
+                if r["net"] == net:
+                    ax.axhline(float(r["fd"]), color="k", lw=0.8, ls="-" if r["sampler"] == "em-1000" else "--")
+                    ax.text(0.01, float(r["fd"]), f"{r['sampler']} ({r['library']})", fontsize=6,
+                            va="bottom", transform=ax.get_yaxis_transform())
+            ax.set(xscale="log", yscale="log", title=f"{net}, {kind} (N = 1000)", xlabel="NFE",
+                   ylabel="classifier FD")
+            ax.legend(fontsize=5)
+        fig.tight_layout()
+        fig.savefig(OUT / "nets.png", dpi=110)
+
+
+def cmd_publish(args) -> None:
+    import shutil
+
+    dest = ROOT / "checkpoints" / "results"  # shipped with the package (results/*)
+    for name in ("nets.csv", "nets_tend.csv", "nets_baselines.csv"):
+        if (OUT / name).exists():
+            shutil.copyfile(OUT / name, dest / f"samplers-n1000-{name}")
+            print(dest / f"samplers-n1000-{name}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("baselines", help="EM-1000 / PC-500 on the shipped nets (long; resumable)")
+    b.add_argument("--nets", nargs="+", default=["vp-linear"])
+    b.add_argument("--which", nargs="+", default=["em-1000", "pc-500"])
+    t = sub.add_parser("toys", help="exact-score problems: error vs NFE")
+    t.add_argument("--problems", nargs="+", default=["ring-2d", "gauss-16d"])
+    t.add_argument("--sdes", nargs="+", default=["vp-linear", "vp-cosine", "ve"])
+    t.add_argument("--budgets", nargs="+", type=int, default=[5, 10, 20, 50])
+    t.add_argument("--grids", nargs="+", default=["uniform", "log_snr", "edm"])
+    t.add_argument("--t-ends", nargs="*", type=float, default=[])
+    t.add_argument("--only", nargs="*", default=[], help="labels containing one of these")
+    t.add_argument("--n", type=int, default=2000)
+    n = sub.add_parser("nets", help="shipped networks: FD at N = 1000 per sampler and budget")
+    n.add_argument("--nets", nargs="+", default=["vp-linear", "vp-cosine"])
+    n.add_argument("--budgets", nargs="+", type=int, default=[10, 20])
+    n.add_argument("--which", default="main", choices=["main", "new"])
+    n.add_argument("--only", nargs="*", default=[])
+    e = sub.add_parser("tend", help="shipped networks: where sampling stops (issue 20)")
+    e.add_argument("--nets", nargs="+", default=["vp-linear"])
+    e.add_argument("--parts", nargs="+", default=["rk45", "few"])
+    e.add_argument("--t-ends", nargs="+", type=float, default=list(TEND_DEFAULT))
+    e.add_argument("--budgets", nargs="+", type=int, default=[10, 20])
+    e.add_argument("--few-t-ends", nargs="+", type=float, default=[0.01, 0.03, 0.05, 0.1])
+    e.add_argument("--few", nargs="+", type=lambda s: tuple(s.split(":")),
+                   default=[("k-diffusion", "dpmpp_2m", "uniform")],
+                   help="library:sampler:grid entries run with each --few-t-ends")
+    sub.add_parser("report", help="markdown tables from the csv files")
+    sub.add_parser("plot", help="toys.png and nets.png from the csv files")
+    sub.add_parser("publish", help="copy the network results where the book reads them")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    commands = {"baselines": cmd_baselines, "toys": cmd_toys, "nets": cmd_nets, "tend": cmd_tend,
+                "report": cmd_report, "plot": cmd_plot, "publish": cmd_publish}
+    commands[args.cmd](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
