@@ -7,26 +7,26 @@ import torch
 
 
 def x0_eps_from_v(v: torch.Tensor, x: torch.Tensor, alpha, sigma):
-    """Exercise P.1. Recover (x0, eps) from a v-prediction at x_t = alpha x0 + sigma eps.
+    """Recover (x0, eps) from a v-prediction at x_t = alpha x0 + sigma eps.
 
     v = alpha eps - sigma x0 (Salimans & Ho 2022). Solve the 2x2 linear system for general
     (alpha, sigma), not only alpha^2 + sigma^2 = 1. alpha and sigma are floats.
     Returns the tuple (x0, eps), each shaped like x.
     """
-    raise NotImplementedError("Exercise P.1 (x0_eps_from_v): not implemented yet")
+    raise NotImplementedError("exercise x0_eps_from_v: not implemented yet")
 
 
 def preconditioned_denoiser(
     net, x: torch.Tensor, sigma: torch.Tensor, sigma_data: float
 ):
-    """Exercise P.2. The EDM denoiser D(x; sigma) = c_skip x + c_out F(c_in x; c_noise).
+    """The EDM denoiser D(x; sigma) = c_skip x + c_out F(c_in x; c_noise).
 
     net(x, c_noise) is the raw network (c_noise a (B,) tensor); x is (B, d); sigma is (B,).
     c_skip = sd^2/(sigma^2 + sd^2), c_out = sigma sd/sqrt(sigma^2 + sd^2),
     c_in = 1/sqrt(sigma^2 + sd^2), c_noise = log(sigma)/4 (Karras et al. 2022, Table 1).
     """
     raise NotImplementedError(
-        "Exercise P.2 (preconditioned_denoiser): not implemented yet"
+        "exercise preconditioned_denoiser: not implemented yet"
     )
 
 
@@ -37,9 +37,9 @@ def edm_training_loss(
     noise: torch.Tensor,
     sigma_data: float,
 ) -> torch.Tensor:
-    """Exercise P.3. The EDM loss for given noise levels sigma (B,) and noise (shaped like x0).
+    """The EDM loss for given noise levels sigma (B,) and noise (shaped like x0).
 
     mean over the batch of lambda(sigma) * mean over entries of (D(x0 + sigma n; sigma) - x0)^2,
     lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2. Returns a scalar tensor.
     """
-    raise NotImplementedError("Exercise P.3 (edm_training_loss): not implemented yet")
+    raise NotImplementedError("exercise edm_training_loss: not implemented yet")

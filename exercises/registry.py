@@ -31,7 +31,7 @@ CHAPTER_MODULES = {
 @dataclass(frozen=True)
 class Exercise:
     chapter: str  # "ch01"
-    number: str  # "1.2", as in the book
+    number: str  # orders a chapter's exercises in tests; the book numbers them itself
     name: str  # the function the reader writes
     run: Callable[[Callable], None]  # the check: raises AssertionError on a wrong implementation
 

@@ -11,7 +11,7 @@ from ..registry import exercise
 f64 = torch.float64
 
 
-@exercise("ddpm", "D.1")
+@exercise("ddpm", "1")
 def posterior_mean_var(impl):
     betas = ddpm.linear_betas(20, 1e-3, 0.2)
     g = torch.Generator().manual_seed(0)
@@ -49,7 +49,7 @@ class _EpsModel(torch.nn.Module):
         return self.net(torch.cat([x, t[:, None]], 1))
 
 
-@exercise("ddpm", "D.2")
+@exercise("ddpm", "2")
 def ddpm_train_step(impl):
     betas = ddpm.linear_betas(100, 1e-3, 0.1)
     x0 = torch.randn(32, 2, generator=torch.Generator().manual_seed(1), dtype=f64)
@@ -77,7 +77,7 @@ def ddpm_train_step(impl):
             assert ok, msg + "; zero the gradients first"
 
 
-@exercise("ddpm", "D.3")
+@exercise("ddpm", "3")
 def ancestral_sample(impl):
     sde = make_sde("vp-linear")
     betas = ddpm.vp_betas(sde, 50, "exact")

@@ -15,7 +15,7 @@ from ..registry import exercise
 f64 = torch.float64
 
 
-@exercise("flow_matching", "F.1")
+@exercise("flow_matching", "1")
 def linear_flow_matching_loss(impl):
     g = torch.Generator().manual_seed(0)
     x0, x1 = torch.randn(11, 2, dtype=f64, generator=g), torch.randn(
@@ -38,7 +38,7 @@ def linear_flow_matching_loss(impl):
     ), "the conditional velocity x1 - x0 itself must have zero loss"
 
 
-@exercise("flow_matching", "F.2")
+@exercise("flow_matching", "2")
 def linear_velocity_from_score(impl):
     mix = ring_mixture(4, radius=1.5, std=0.4)
     path = linear_interpolant()
@@ -52,7 +52,7 @@ def linear_velocity_from_score(impl):
         ), f"t={t}: not the exact marginal velocity of a Gaussian mixture"
 
 
-@exercise("flow_matching", "F.3")
+@exercise("flow_matching", "3")
 def euler_flow_sample(impl):
     m = torch.tensor([[1.0, -2.0]], dtype=f64)
     x1 = torch.randn(5, 2, dtype=f64, generator=torch.Generator().manual_seed(2))

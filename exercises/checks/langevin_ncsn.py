@@ -18,7 +18,7 @@ from ..registry import exercise
 f64 = torch.float64
 
 
-@exercise("langevin", "L.1")
+@exercise("langevin", "1")
 def ula_variance(impl):
     for s2, h in ((1.0, 0.1), (0.3, 0.5), (2.0, 7.9)):
         out = impl(s2, h)
@@ -38,7 +38,7 @@ def ula_variance(impl):
     ), "does not match the chain's own recursion"
 
 
-@exercise("langevin", "L.2")
+@exercise("langevin", "2")
 def perturbed_mixture_score(impl):
     weights = torch.tensor([0.2, 0.5, 0.3], dtype=f64)
     means = torch.tensor([[-3.0, 0.0], [2.0, 1.0], [0.0, -4.0]], dtype=f64)
@@ -65,7 +65,7 @@ def perturbed_mixture_score(impl):
     ).all(), "far from every mode the score must stay finite: use softmax/logsumexp"
 
 
-@exercise("langevin", "L.3")
+@exercise("langevin", "3")
 def annealed_langevin(impl):
     sigmas = geometric_sigmas(5.0, 0.5, 4)
     score = lambda x, s: -(x - 1.0) / (

@@ -10,7 +10,7 @@ from ..registry import exercise
 f64 = torch.float64
 
 
-@exercise("parametrisations", "P.1")
+@exercise("parametrisations", "1")
 def x0_eps_from_v(impl):
     g = torch.Generator().manual_seed(0)
     x0, eps = torch.randn(6, 3, dtype=f64, generator=g), torch.randn(
@@ -31,7 +31,7 @@ def x0_eps_from_v(impl):
         assert torch.allclose(got_x0, ref, atol=1e-10)
 
 
-@exercise("parametrisations", "P.2")
+@exercise("parametrisations", "2")
 def preconditioned_denoiser(impl):
     torch.manual_seed(0)
     net = MLPScoreNet(dim=2, hidden=16, num_layers=2, embed_dim=8).double()
@@ -55,7 +55,7 @@ def preconditioned_denoiser(impl):
     ), "with F = 0, D must be c_skip x, the exact denoiser of N(0, sd^2) data"
 
 
-@exercise("parametrisations", "P.3")
+@exercise("parametrisations", "3")
 def edm_training_loss(impl):
     g = torch.Generator().manual_seed(2)
     x0 = torch.randn(9, 2, dtype=f64, generator=g)
