@@ -77,6 +77,7 @@ __all__ = [
     "GRIDS",
     "PREDICTORS",
     "MAX_STEPS",
+    "BETA_I_MAX",
     "LOWER_ORDER_FINAL_BELOW",
     "SampleResult",
     "time_grid",
