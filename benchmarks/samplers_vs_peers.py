@@ -8,7 +8,9 @@ beside the project's venv (torch comes from the venv)::
         requests safetensors
     PYTHONPATH=$PWD:/work/scratch/peers python benchmarks/samplers_vs_peers.py toys
 
-(or ``pip install "sdelab[bench]"``). Subcommands, each resumable and writing to
+or ``pip install -e ".[bench]"`` (the ``bench`` extra: k-diffusion with all its own dependencies,
+wandb and kornia included, which the benchmark does not need; the ``--no-deps`` route above is the
+light one). Subcommands, each resumable and writing to
 ``benchmarks/results/peers/`` (csv + png):
 
 * ``toys``: problems with exact scores (``sdelab.toy``) under VP-linear, VP-cosine and VE.
@@ -586,9 +588,10 @@ def baseline_runs():
     """The long stochastic baselines of chapter 6 / issue 20 (same settings as the evaluation tool)."""
     return {
         "em-1000": ("stochastic", 1000, lambda sf, sde, x, g: smp.euler_maruyama(
-            sf, sde, x, steps=1000, generator=g, denoise=True).x),
+            sf, sde, x, steps=1000, generator=g, t_end=sde.eps, final_denoise=True).x),
         "pc-500": ("stochastic", 500, lambda sf, sde, x, g: smp.predictor_corrector(
-            sf, sde, x, steps=500, snr=0.16, corrector_steps=1, generator=g, denoise=True).x),
+            sf, sde, x, steps=500, snr=0.16, corrector_steps=1, generator=g, t_end=sde.eps,
+            final_denoise=True).x),
     }
 
 

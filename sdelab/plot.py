@@ -119,8 +119,9 @@ def results_vs_nfe(results: dict, metrics: tuple[str, ...] = ("fd", "fid"), refe
 
     ``results``: ``{sde name: results}`` as written by ``tools/evaluate_checkpoints.py``
     (``{"samplers": {name: {"nfe", "fd", ...}}, "bpd": {"bpd", "se"}}``). One panel per metric
-    present (log-log, quality against NFE: DPM-Solver-2 settings joined by a line, the other
-    samplers as single markers), and a last panel of bits/dim with one standard error.
+    present (log-log, quality against NFE: DPM-Solver-2 settings, integrated to eps,
+    joined by a solid line; UniPC settings, stopped at the measured end time, by a dashed line;
+    the other samplers as single markers), and a last panel of bits/dim with one standard error.
     ``reference``: the same metrics for real images (e.g. ``{"fd": ..., "fid": ...}``), drawn as a
     dashed line: the value a perfect model would get at that sample size.
     """
@@ -129,14 +130,16 @@ def results_vs_nfe(results: dict, metrics: tuple[str, ...] = ("fd", "fid"), refe
         raise ValueError(f"no sampler entry has any of the metrics {metrics}")
     n = len(present) + 1
     fig, axes = plt.subplots(1, n, figsize=figsize or (4.2 * n, 3.6))
-    markers = {"ode-rk45": "s", "em-1000": "^", "pc-500": "v"}
+    markers = {"ode-rk45": "s", "em-1000": "^", "pc-500": "v", "2m-sde-20": "D"}
+    lines = {"dpm2": "o-", "unipc": "x--"}
     for i, (sde, res) in enumerate(results.items()):
         color = f"C{i}"
         ent = res["samplers"]
         for ax, m in zip(axes, present):
-            dpm = sorted((r["nfe"], r[m]) for k, r in ent.items() if k.startswith("dpm2") and m in r)
-            if dpm:
-                ax.plot(*zip(*dpm), "o-", color=color, label=sde)
+            for prefix, style in lines.items():
+                pts = sorted((r["nfe"], r[m]) for k, r in ent.items() if k.startswith(prefix) and m in r)
+                if pts:
+                    ax.plot(*zip(*pts), style, color=color, label=sde if prefix == "dpm2" else None)
             for k, mk in markers.items():
                 if k in ent and m in ent[k]:
                     ax.plot(ent[k]["nfe"], ent[k][m], mk, color=color, mfc="none", ms=8)
@@ -148,8 +151,9 @@ def results_vs_nfe(results: dict, metrics: tuple[str, ...] = ("fd", "fid"), refe
             ax.axhline(reference[m], color="k", ls="--", lw=0.8, label="real images")
     for k, mk in markers.items():
         axes[0].plot([], [], mk, color="gray", mfc="none", label=k)
+    axes[0].plot([], [], "x--", color="gray", label="UniPC, end time")
     axes[0].legend(fontsize=7, loc="lower left", ncol=2)
-    axes[0].set_title("DPM-Solver-2 at 10/20/50 NFE (line)")
+    axes[0].set_title("DPM-Solver-2 to eps (line), UniPC stopped early (dashed)", fontsize=9)
     axes[-1].set_xticks(range(len(results)), list(results), rotation=30)
     axes[-1].set(ylabel="bits/dim (test)", title="likelihood (+- 1 SE)")
     fig.tight_layout()

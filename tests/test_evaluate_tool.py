@@ -87,6 +87,23 @@ def test_evaluation_writes_resumable_results(tmp_path, registry, capsys):
     assert 1.0 <= ref["is"] <= 10.0
 
 
+def test_end_time_settings_record_where_they_stopped(tmp_path, registry):
+    """A ``"t_end": "learned"`` setting stops at sdelab.generate.learned_t_end and says so."""
+    from sdelab.generate import learned_t_end
+
+    tool = _tool()
+    argv = ["--sdes", "vp-linear", "--samplers", "unipc-10", "2m-sde-20", "dpm2-10", "--num-samples", "10",
+            "--num-real", "50", "--batch", "10", "--bpd-images", "0"]
+    assert tool.main(argv) == 0
+    res = json.loads((tmp_path / "results" / "fashion-vp-linear.json").read_text())["samplers"]
+    sde = make_sde("vp-linear")
+    assert res["unipc-10"]["settings"]["t_end"] == learned_t_end(sde, "unipc") > 10 * sde.eps
+    assert res["2m-sde-20"]["settings"]["t_end"] == learned_t_end(sde, "dpmpp_2m_sde")
+    assert res["dpm2-10"]["settings"]["t_end"] == sde.eps  # the older settings: to eps
+    assert (res["unipc-10"]["nfe"], res["2m-sde-20"]["nfe"]) == (11, 21)  # + the Tweedie step
+    assert res["unipc-10"]["sampler"] == "unipc"
+
+
 @pytest.mark.skipif(not HAVE_FASHION, reason="needs `apt-get install dataset-fashion-mnist` (CI installs it)")
 def test_fid_entries(tmp_path, registry):
     """``--fid`` adds the Inception FID to each entry, or, without the optional package, says how to get it."""

@@ -57,6 +57,14 @@ def test_results_vs_nfe_draws_what_the_results_hold():
     assert xs == [11, 11, 21, 1001]  # two DPM-2 lines (one per SDE) and the EM marker
     assert [t.get_text() for t in bpd_ax.get_xticklabels()] == ["vp-linear", "ve"]
     plt.close(fig)
+    early = {"unipc-10": {"nfe": 11, "fd": 0.4}, "unipc-20": {"nfe": 21, "fd": 0.35},
+             "2m-sde-20": {"nfe": 21, "fd": 0.3}, "dpm2-10": entry}
+    fig = plot.results_vs_nfe({"ve": {"samplers": early}})
+    drawn = sorted((tuple(np.atleast_1d(ln.get_xdata())), tuple(np.atleast_1d(ln.get_ydata())))
+                   for ln in fig.axes[0].lines if len(np.atleast_1d(ln.get_xdata())))
+    # the UniPC settings as one line, DPM-2 and the 2M SDE marker as points
+    assert drawn == [((11,), (2.0,)), ((11, 21), (0.4, 0.35)), ((21,), (0.3,))]
+    plt.close(fig)
     only_fd = plot.results_vs_nfe({"ve": {"samplers": {"dpm2-10": entry}}})
     assert len(only_fd.axes) == 2  # no FID anywhere: no FID panel
     plt.close(only_fd)
