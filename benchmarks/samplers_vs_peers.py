@@ -143,6 +143,8 @@ def sdelab_grid(sde, steps: int, grid: str, t_end: float | None = None) -> list[
     """sdelab's named grid with ``steps`` intervals from T to ``t_end`` (default ``sde.eps``)."""
     if t_end is None or t_end == sde.eps:
         return smp.time_grid(sde, steps, grid, dtype=f64).tolist()
+    if grid == "mixed":  # new with issue 14: time_grid takes t_end since then
+        return smp.time_grid(sde, steps, grid, t_end=t_end, dtype=f64).tolist()
     T = sde.T
     if grid == "uniform":
         return torch.linspace(T, t_end, steps + 1, dtype=f64).tolist()
@@ -253,7 +255,8 @@ SDELAB = {
 NEW_SDELAB = {
     "dpmpp_2m": ("dpmpp_2m", 1, {}, "deterministic"),
     "dpmpp_3m": ("dpmpp_3m", 1, {}, "deterministic"),
-    "unipc": ("unipc", 1, {}, "deterministic"),
+    "unipc": ("unipc", 1, {}, "deterministic"),  # its default order (3 since issue 14)
+    "unipc-2": ("unipc", 1, {"order": 2}, "deterministic"),
     "euler": ("euler", 1, {}, "deterministic"),
     "heun_sigma": ("heun", 2, {}, "deterministic"),
     "dpmpp_2m_sde": ("dpmpp_2m_sde", 1, {}, "stochastic"),
@@ -606,7 +609,7 @@ def net_entries(budget: int, which: str):
     if which == "new":  # sdelab's multistep samplers, once sdelab.samplers has them
         out = []
         for name in NEW_SDELAB:
-            for grid in ("uniform", "log_snr", "edm"):
+            for grid in ("uniform", "log_snr", "edm", "mixed"):
                 e = sdelab_entry(name, budget, grid)
                 if e is not None:
                     out.append(e)
@@ -869,7 +872,7 @@ def main(argv=None) -> int:
     t.add_argument("--problems", nargs="+", default=["ring-2d", "gauss-16d"])
     t.add_argument("--sdes", nargs="+", default=["vp-linear", "vp-cosine", "ve"])
     t.add_argument("--budgets", nargs="+", type=int, default=[5, 10, 20, 50])
-    t.add_argument("--grids", nargs="+", default=["uniform", "log_snr", "edm"])
+    t.add_argument("--grids", nargs="+", default=["uniform", "log_snr", "edm", "mixed"])
     t.add_argument("--t-ends", nargs="*", type=float, default=[])
     t.add_argument("--only", nargs="*", default=[], help="labels containing one of these")
     t.add_argument("--n", type=int, default=2000)
