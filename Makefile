@@ -2,10 +2,11 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sdelab-installed
-# OpenMP threads sleep instead of spin-waiting: a busy machine slows torch ~2x, not 20x
-# (README, "A busy machine"). Set it to ACTIVE on the command line to compare.
-OMP_WAIT_POLICY ?= PASSIVE
-export OMP_WAIT_POLICY
+# OpenMP's idle threads spin at most 1000 iterations, then sleep: a busy machine slows torch
+# ~2x, not 3-40x, and an idle one keeps its speed (README, "A busy machine"). The same bound
+# as `import sdelab`; give GOMP_SPINCOUNT=300000 (libgomp's default) on the command line to compare.
+GOMP_SPINCOUNT ?= 1000
+export GOMP_SPINCOUNT
 
 .PHONY: setup book test test-unit test-wheel notebooks times clean
 

@@ -1,20 +1,23 @@
 """Speed beside a busy process: training and sampling, idle and with one core taken.
 
-    python benchmarks/contention.py [--train-steps 30] [--sampler-steps 50]
+    python benchmarks/contention.py [--train-steps 30] [--sampler-steps 50] \
+        [--policies default,PASSIVE,spin=1e3] [--csv checkpoints/results/contention.csv]
 
 Why: torch's CPU kernels run on an OpenMP thread pool (libgomp), one thread per core.
-Between parallel regions libgomp's threads spin-wait for the next one unless
-``OMP_WAIT_POLICY=PASSIVE`` tells them to sleep. When another process holds one of the
+Between parallel regions libgomp's threads spin-wait for the next one (``GOMP_SPINCOUNT``
+iterations, 300 000 by default) before they sleep. When another process holds one of the
 cores, a spinning thread burns the time slice its partner needs, and every barrier waits
 for a thread that is not scheduled: the job slows by far more than the 2x that losing
-half the machine explains.
+half the machine explains. Sleeping at once (``OMP_WAIT_POLICY=PASSIVE``) fixes that but
+costs a wake-up per parallel region on an idle machine; a bounded spin (sdelab's
+``GOMP_SPINCOUNT=1000``) aims at both.
 
-What: each measurement runs in a fresh Python process (libgomp reads the policy once,
-when torch loads), for each workload x wait policy x {idle, busy}. "busy" starts one
+What: each measurement runs in a fresh Python process (libgomp reads its settings once,
+when torch loads), for each workload x setting x {idle, busy}. "busy" starts one
 CPU-bound process (a Python spin loop) beside the workload and stops it afterwards. The
-policies are libgomp's default (the variable unset: spin a while, then sleep) and
-``PASSIVE`` (sleep at once); the workers import torch before sdelab, so sdelab's own
-default does not hide the difference. Workloads, timed after a warm-up inside the worker
+settings (``--policies``, see ``POLICIES``) are libgomp's default (nothing set), PASSIVE,
+and bounded spin counts; the workers import torch before sdelab, so sdelab's own setting
+does not hide the difference. Workloads, timed after a warm-up inside the worker
 (median of ``--repeats``):
 
 * train: ``sdelab.train.train`` on Fashion-MNIST, the shipped-size ScoreNet (1.07 M
@@ -23,7 +26,8 @@ default does not hide the difference. Workloads, timed after a warm-up inside th
   ``fashion-vp-linear`` model, batch 64.
 
 Prints one line per measurement (with the load average: "idle" only means that this
-script adds no load), a table of busy/idle per policy, and default/PASSIVE per case.
+script adds no load), a table of busy/idle per setting, and the first setting's time over
+each other's per case.
 """
 
 from __future__ import annotations
@@ -38,7 +42,16 @@ import subprocess
 import sys
 import time
 
-POLICIES = {"default": None, "PASSIVE": "PASSIVE"}
+#: name -> the variables a worker gets (everything else about OpenMP is removed).
+POLICIES = {
+    "default": {},
+    "PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "spin=1e2": {"GOMP_SPINCOUNT": "100"},
+    "spin=1e3": {"GOMP_SPINCOUNT": "1000"},
+    "spin=3e3": {"GOMP_SPINCOUNT": "3000"},
+    "spin=1e4": {"GOMP_SPINCOUNT": "10000"},
+    "spin=1e5": {"GOMP_SPINCOUNT": "100000"},
+}
 
 
 def worker(kind: str, steps: int, repeats: int) -> dict:
@@ -100,8 +113,7 @@ def measure(kind: str, policy: str, busy: bool, args) -> dict:
         for k, v in os.environ.items()
         if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
     }
-    if POLICIES[policy]:
-        env["OMP_WAIT_POLICY"] = POLICIES[policy]
+    env.update(POLICIES[policy])
     if args.threads is None:  # torch's own default: one thread per core
         for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             env.pop(k, None)
@@ -154,6 +166,17 @@ def main() -> None:
     p.add_argument(
         "--timeout", type=float, default=900, help="seconds per worker before giving up"
     )
+    p.add_argument(
+        "--policies",
+        default=",".join(POLICIES),
+        help=f"comma-separated subset of {', '.join(POLICIES)}",
+    )
+    p.add_argument(
+        "--csv",
+        metavar="PATH",
+        help="also write workload,policy,idle_s,busy_s rows (chapter 9 reads "
+        "checkpoints/results/contention.csv)",
+    )
     p.add_argument("--worker", choices=("train", "sample"), help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -165,12 +188,17 @@ def main() -> None:
         f" load average before: {os.getloadavg()[0]:.2f}",
         flush=True,
     )
+    policies = args.policies.split(",")
+    unknown = sorted(set(policies) - set(POLICIES))
+    if unknown:
+        p.error(f"--policies: unknown {unknown}; allowed: {', '.join(POLICIES)}")
     res = {}
     for kind in ("train", "sample"):
-        for policy in POLICIES:
+        for policy in policies:
             for busy in (False, True):
                 r = measure(kind, policy, busy, args)
                 res[kind, policy, busy] = r["seconds"]
+                torch_version = r["torch"]
                 print(
                     f"{kind:6s} policy={policy:8s} {'busy' if busy else 'idle'}: "
                     f"{r['seconds']:7.2f} s (runs {r['all']}, {r['threads']} threads, "
@@ -197,9 +225,21 @@ def main() -> None:
     for kind in ("train", "sample"):
         for busy in (False, True):
             state = "busy" if busy else "idle"
-            r = ratio(res[kind, "default", busy], res[kind, "PASSIVE", busy])
-            print(f"{kind}, {state}: default / PASSIVE = {r}")
+            for policy in policies[1:]:
+                r = ratio(res[kind, policies[0], busy], res[kind, policy, busy])
+                print(f"{kind}, {state}: {policies[0]} / {policy} = {r}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
+    if args.csv:
+        import csv
+
+        with open(args.csv, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["workload", "policy", "idle_s", "busy_s", "machine", "torch"])
+            for (kind, policy, busy), s in res.items():
+                if not busy:
+                    w.writerow([kind, policy, f"{s:.3f}", f"{res[kind, policy, True]:.3f}",
+                                f"{os.cpu_count()} CPUs", torch_version])
+        print(f"wrote {args.csv}")
 
 
 if __name__ == "__main__":

@@ -6,15 +6,19 @@ a toy distribution's exact score (:mod:`sdelab.toy`) are interchangeable.
 
 import os as _os
 
-# Before torch loads (sdelab imports it just below): OpenMP threads that sleep when idle
-# instead of spin-waiting. libgomp reads this once, when torch is imported; with the default,
-# one other busy process on a 2-core machine made torch jobs 20-40x slower, with PASSIVE about
-# 2x (benchmarks/contention.py). It changes nothing when torch was imported first, and an
-# explicit setting (e.g. OMP_WAIT_POLICY=ACTIVE) is kept. See the README, "A busy machine".
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Before torch loads (sdelab imports it just below): OpenMP's idle threads spin-wait at most
+# SPINCOUNT iterations (~10 µs) before they sleep, instead of libgomp's 300 000 (~3 ms). libgomp
+# reads this once, when torch is imported. With the default, one other busy process on a
+# 2-core machine made torch jobs 3-40x slower; bounded, about 2x, while an idle machine keeps
+# its speed (sleeping at once, OMP_WAIT_POLICY=PASSIVE, costs 1.2-1.7x there):
+# benchmarks/contention.py. It changes nothing when torch was imported first, and an explicit
+# OMP_WAIT_POLICY or GOMP_SPINCOUNT is kept. See the README, "A busy machine".
+SPINCOUNT = "1000"
+if "OMP_WAIT_POLICY" not in _os.environ:
+    _os.environ.setdefault("GOMP_SPINCOUNT", SPINCOUNT)
 
-from .sde import SDE, SDE_NAMES, SubVPSDE, VESDE, VPSDE, make_sde, sde_from_config
-from .utils import default_device
+from .sde import SDE, SDE_NAMES, SubVPSDE, VESDE, VPSDE, make_sde, sde_from_config  # noqa: E402
+from .utils import default_device  # noqa: E402
 
 __version__ = "0.1.0"
 

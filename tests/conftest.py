@@ -2,9 +2,9 @@
 
 import os
 
-# Before torch loads: OpenMP threads sleep instead of spin-waiting, so the suite slows ~2x, not
-# 20-40x, when another process holds a core (README, "A busy machine"). An explicit value is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# sdelab before torch: it bounds OpenMP's spin-wait, so the suite slows ~2x, not 3-40x, when
+# another process holds a core (README, "A busy machine"). An explicit setting is kept.
+import sdelab  # noqa: E402, F401
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

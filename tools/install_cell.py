@@ -3,11 +3,11 @@
     python tools/install_cell.py          # rewrite each book/*.ipynb's first code cell
     python tools/install_cell.py --check  # exit 1 naming each chapter that differs
 
-The cell makes a chapter run as-is in Colab or Binder: it sets
-``OMP_WAIT_POLICY=PASSIVE`` before torch loads (OpenMP threads sleep instead of
-spin-waiting, so a busy machine slows a chapter about 2x instead of 20x; see README, "A
-busy machine"), and installs sdelab with the ``[chapters]`` extra from the repository
-when it is not importable. The repository URL is read from ``_config.yml``
+The cell makes a chapter run as-is in Colab or Binder: it imports sdelab before
+anything imports torch (sdelab bounds OpenMP's spin-wait before torch loads, so a busy
+machine slows a chapter about 2x instead of 3-40x; see README, "A busy machine"), and
+installs sdelab with the ``[chapters]`` extra from the repository when it is not
+importable. The repository URL is read from ``_config.yml``
 (``repository.url``), the one place it is set. Only the cell's source is written; its
 outputs (none) and metadata stay, and the rest of the notebook is untouched, so nbval's
 stored outputs remain valid. ``tests/test_packaging.py`` runs the check.
@@ -26,10 +26,8 @@ EXTRA = "chapters"
 
 TEMPLATE = """\
 # Runs as-is in Colab or Binder: installs sdelab there (a checkout already has it).
-import os
-
-# before torch loads, so a busy machine slows it ~2x, not 20x (README: "A busy machine")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# sdelab comes before torch: it bounds OpenMP's spin-wait, so a busy machine slows a
+# chapter ~2x, not 3-40x (README: "A busy machine").
 try:
     import sdelab
 except ImportError:

@@ -20,7 +20,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 work=${SDELAB_WHEEL_DIR:-/tmp/sdelab-wheel-test}
 python=${PYTHON:-python3}
 torch_spec=${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} PIP_DISABLE_PIP_VERSION_CHECK=1
+export GOMP_SPINCOUNT=${GOMP_SPINCOUNT:-1000} PIP_DISABLE_PIP_VERSION_CHECK=1
 case "$work" in "$repo"|"$repo"/*) echo "SDELAB_WHEEL_DIR must be outside the repository" >&2; exit 2;; esac
 
 if [ $# -gt 0 ]; then

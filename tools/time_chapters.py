@@ -9,8 +9,8 @@ and is not saved. "idle" is whatever the machine is doing (the load average befo
 run is recorded: run it on a quiet machine); "one core busy" starts one CPU-bound
 process (a Python spin loop) for the chapter's duration, as a browser tab or a second
 notebook would. Thread settings such as ``OMP_NUM_THREADS`` are removed from the
-kernel's environment (a reader's laptop has none), and ``OMP_WAIT_POLICY`` is left to
-the chapter's first cell (``PASSIVE``).
+kernel's environment (a reader's laptop has none), and OpenMP's wait settings are left
+to the chapter's first cell (``import sdelab`` bounds the spin-wait).
 
 Rows are kept per (chapter, machine): a run on another machine (a GPU, a laptop) adds
 rows, a rerun replaces its own. The results go to
@@ -181,7 +181,7 @@ def main(argv=None) -> int:
     paths = [Path(c).resolve() for c in args.chapters] or sorted(
         (ROOT / "book").glob("*.ipynb")
     )
-    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY"):
+    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
         os.environ.pop(k, None)  # inherited by the kernels: measure what a reader gets
     here = machine()
     rows = read_rows()
