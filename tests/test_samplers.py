@@ -77,10 +77,12 @@ def test_time_grid_is_uniform_in_its_variable(sde_name, kind):
     assert t.shape == (13,) and t[0].item() == sde.T and t[-1].item() == sde.eps
     assert (t[1:] < t[:-1]).all()
     # the variable each grid is uniform in: t, lambda(t), or sigma_hat^(1/rho) = exp(-lambda/rho)
+    lam = sde.half_log_snr(t)
     lam_u = sde.half_log_snr(torch.linspace(sde.T, sde.eps, 13, dtype=f64))
-    u = {"uniform": t, "log_snr": sde.half_log_snr(t), "edm": torch.exp(-sde.half_log_snr(t) / 7.0),
-         # mixed (12 steps, weight w = 5/8): lambda_i = (1 - w) lambda_i^log-snr + w lambda(t_i^uniform)
-         "mixed": (sde.half_log_snr(t) - 0.625 * lam_u) / 0.375}[kind]
+    u = {"uniform": t, "log_snr": lam, "edm": torch.exp(-lam / 7.0),
+         # mixed (12 steps, share w = 5/8): lambda_i = (1 - w) lambda_i^log-snr
+         # + w lambda(t_i^uniform)
+         "mixed": (lam - 0.625 * lam_u) / 0.375}[kind]
     d = u.diff()
     # float64 round-off of the closed-form inverses t_from_half_log_snr (log1p, arccos, quadratic roots)
     torch.testing.assert_close(d, d.mean().expand_as(d), rtol=1e-9, atol=1e-12)
@@ -90,11 +92,13 @@ def test_time_grid_is_uniform_in_its_variable(sde_name, kind):
 @pytest.mark.parametrize("steps", [1, 2, 10, 20, 21, 1000])
 @pytest.mark.parametrize("t_end", [None, 0.1, 0.5])
 def test_mixed_grid_lies_between_log_snr_and_uniform(sde_name, steps, t_end):
-    # exact end points, strictly decreasing, and in lambda the weighted mean of the two grids it
-    # mixes (weight 1/2 up to MIXED_FULL_BELOW steps, then falling like 1/S), so every point lies
-    # between them (any t_end: the shipped networks stop at t ~ 0.1)
+    # exact end points, strictly decreasing, and in lambda the weighted mean of the two
+    # grids it mixes (time-uniform share 5/8 up to MIXED_FULL_BELOW steps, then falling
+    # like 1/S), so every point lies between them (any t_end: the shipped networks stop
+    # at t ~ 0.1)
     sde = make_sde(sde_name)
-    grids = {g: smp.time_grid(sde, steps, g, t_end=t_end, dtype=f64) for g in ("mixed", "uniform", "log_snr")}
+    grids = {g: smp.time_grid(sde, steps, g, t_end=t_end, dtype=f64)
+             for g in ("mixed", "uniform", "log_snr")}
     t = grids["mixed"]
     assert t.shape == (steps + 1,) and t[0].item() == sde.T
     assert t[-1].item() == (sde.eps if t_end is None else t_end)
@@ -102,10 +106,12 @@ def test_mixed_grid_lies_between_log_snr_and_uniform(sde_name, steps, t_end):
     lam = {g: sde.half_log_snr(v) for g, v in grids.items()}
     # float64 round-off of lambda(t_from_half_log_snr(lambda)) (as in the test above)
     w = smp.MIXED_WEIGHT * min(1.0, smp.MIXED_FULL_BELOW / steps)
-    assert smp.MIXED_WEIGHT == 0.625 and smp.MIXED_FULL_BELOW == 20  # what the docstring states
+    # what the docstring states
+    assert smp.MIXED_WEIGHT == 0.625 and smp.MIXED_FULL_BELOW == 20
     expected = lam["log_snr"] + w * (lam["uniform"] - lam["log_snr"])
     torch.testing.assert_close(lam["mixed"], expected, rtol=1e-9, atol=1e-9)
-    lo, hi = torch.minimum(grids["uniform"], grids["log_snr"]), torch.maximum(grids["uniform"], grids["log_snr"])
+    lo = torch.minimum(grids["uniform"], grids["log_snr"])
+    hi = torch.maximum(grids["uniform"], grids["log_snr"])
     assert ((t >= lo - 1e-12) & (t <= hi + 1e-12)).all()
 
 
@@ -117,7 +123,7 @@ def test_mixed_grid_rejects_bad_arguments():
         smp.time_grid(sde, 10, "mixed", t_end=0.0)
     with pytest.raises(ValueError, match="steps"):
         smp.time_grid(sde, 0, "mixed")
-    with pytest.raises(ValueError, match="mixed"):  # the message lists the allowed names
+    with pytest.raises(ValueError, match="mixed"):  # the message lists the names
         smp.time_grid(sde, 10, "mix")
     with pytest.raises(TypeError, match="steps"):
         smp.unipc(lambda x, t: -x, sde, torch.zeros(2, 2), grid="mixed")
@@ -260,10 +266,10 @@ def order_problem(sde_name):
 def test_convergence_order(name, sde_name):
     sde, score_fn, x_T, ref, ref_err = order_problem(sde_name)
     steps = ORDER_STEPS_HIGH if ORDER[name] == 3 else ORDER_STEPS
-    # the multistep methods' orders are those of a grid smooth in lambda (log-SNR). Their default
-    # "mixed" grid changes its time-uniform share with S (5/8 up to 20 steps, then ~1/S), so its
-    # fitted slope mixes grid and method: measured over these S, 2.6 for 3M on VP-cosine and 3.5
-    # for UniPC-3 (2.1-2.6 with a constant share of 1/2)
+    # the multistep methods' orders are those of a grid smooth in lambda (log-SNR).
+    # Their default "mixed" grid changes its time-uniform share with S (5/8 up to 20
+    # steps, then ~1/S), so its fitted slope mixes grid and method: measured over these
+    # S, 2.6 for 3M on VP-cosine and 3.5 for UniPC-3 (2.1-2.6 with a constant share 1/2)
     kw = {"grid": "log_snr"} if name in MULTISTEP else {}
     errs = [rms(run(name, score_fn, sde, x_T, s, **kw).x, ref) for s in steps]
     assert ref_err < 0.01 * min(errs), "the reference solve is not accurate enough to measure the order"
