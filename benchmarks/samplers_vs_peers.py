@@ -25,6 +25,8 @@ beside the project's venv (torch comes from the venv)::
   with the same end times.
 * ``baselines``: EM-1000 and PC-500 on the networks at the same N (long: run it with nohup; more
   processes with ``PEERS_HELPER=1`` take chunks from the end).
+* ``defaults``: per toy cell, the best peer against sdelab's best sampler on its default
+  grid.
 * ``report`` / ``plot``: markdown tables and figures from the csv files; ``publish`` copies the
   network results to ``checkpoints/results/samplers-n1000-*.csv``, where the book reads them.
 
@@ -791,6 +793,63 @@ def cmd_report(args) -> None:
                   f"{te} | {float(r['fd']):.3f} | {ratio} |")
 
 
+def sdelab_defaults() -> dict:
+    """``{benchmark name: default grid}`` of sdelab's deterministic samplers, for the
+    entries that run a sampler in its default configuration (no keyword differs from
+    the signature)."""
+    import inspect
+
+    renamed = {"heun": "heun_t", "probability_flow_euler": "euler_t"}
+    out = {}
+    for name, (fn_name, _, kw, kind) in {**SDELAB, **NEW_SDELAB}.items():
+        if name in SDELAB and hasattr(smp, renamed.get(fn_name, "-")):
+            fn_name = renamed[fn_name]
+        fn = getattr(smp, fn_name, None)
+        if kind != "deterministic" or fn is None:
+            continue
+        sig = inspect.signature(fn).parameters
+        if all(k in sig and sig[k].default == v for k, v in kw.items()):
+            out[name] = sig["grid"].default
+    return out
+
+
+def cmd_defaults(args) -> None:
+    """Per toy cell: the best peer vs sdelab's best deterministic sampler on its default
+    grid (issue 14's target), in markdown, with the ratio of their path errors."""
+    default = sdelab_defaults()
+    best: dict = {}
+    for r in read_rows(OUT / "toys.csv"):
+        if r["kind"] != "deterministic" or r["t_end"] or r["path_rms"] in ("", "nan"):
+            continue
+        side = "peer" if r["library"] != "sdelab" else "sdelab"
+        if side == "sdelab" and default.get(r["sampler"]) != r["grid"]:
+            continue
+        key = (int(r["nfe"]), r["problem"], r["sde"], side)
+        if key not in best or float(r["path_rms"]) < best[key][0]:
+            label = f"{r['library']}:{r['sampler']}[{r['grid']}]"
+            best[key] = (float(r["path_rms"]), label)
+    print(f"sdelab's default grids: {default}\n")
+    print("| problem | SDE | NFE | best peer | path_rms | sdelab, default grid "
+          "| path_rms | peer / sdelab |")
+    print("|---|---|---|---|---|---|---|---|")
+    ratios: dict = {}
+    for nfe, pb, sde, side in sorted(best):
+        if side != "peer" or (nfe, pb, sde, "sdelab") not in best:
+            continue
+        if nfe not in args.nfe:
+            continue
+        (pr, pl) = best[(nfe, pb, sde, "peer")]
+        (sr, sl) = best[(nfe, pb, sde, "sdelab")]
+        ratios[(nfe, pb, sde)] = pr / sr
+        print(f"| {pb} | {sde} | {nfe} | {pl} | {pr:.3g} | {sl} | {sr:.3g} "
+              f"| {pr / sr:.2f}" + (" |" if pr >= sr else " (behind) |"))
+    r = list(ratios.values())
+    if r:
+        geo = math.exp(sum(math.log(x) for x in r) / len(r))
+        print(f"\nsdelab at least as good in {sum(x >= 1 for x in r)}/{len(r)} cells, "
+              f"2x better in {sum(x >= 2 for x in r)}; geometric mean ratio {geo:.2f}")
+
+
 def cmd_plot(args) -> None:
     """toys.png (path error / distance vs NFE, best grid per sampler) and nets.png (FD vs NFE)."""
     import matplotlib
@@ -891,13 +950,16 @@ def main(argv=None) -> int:
                    default=[("k-diffusion", "dpmpp_2m", "uniform")],
                    help="library:sampler:grid entries run with each --few-t-ends")
     sub.add_parser("report", help="markdown tables from the csv files")
+    dfl = sub.add_parser("defaults", help="toys: best peer vs sdelab, default grids")
+    dfl.add_argument("--nfe", nargs="+", type=int, default=[11, 21])
     sub.add_parser("plot", help="toys.png and nets.png from the csv files")
     sub.add_parser("publish", help="copy the network results where the book reads them")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     commands = {"baselines": cmd_baselines, "toys": cmd_toys, "nets": cmd_nets, "tend": cmd_tend,
-                "report": cmd_report, "plot": cmd_plot, "publish": cmd_publish}
+                "report": cmd_report, "plot": cmd_plot, "publish": cmd_publish,
+                "defaults": cmd_defaults}
     commands[args.cmd](args)
     return 0
 
