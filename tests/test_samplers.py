@@ -115,6 +115,19 @@ def test_mixed_grid_lies_between_log_snr_and_uniform(sde_name, steps, t_end):
     assert ((t >= lo - 1e-12) & (t <= hi + 1e-12)).all()
 
 
+def test_mixed_grid_on_interpolant_sdes():
+    # the flow-matching paths (sdelab.flow) are SDEs too, with alpha(T) near 0 (lambda(T)
+    # far below zero): the grid still has exact end points and decreases strictly
+    from sdelab import flow
+
+    for path in (flow.linear_interpolant(), flow.trig_interpolant()):
+        sde = flow.InterpolantSDE(path)
+        for steps in (1, 7, 50):
+            t = smp.time_grid(sde, steps, "mixed", dtype=f64)
+            assert t[0].item() == sde.T and t[-1].item() == sde.eps
+            assert (t[1:] < t[:-1]).all()
+
+
 def test_mixed_grid_rejects_bad_arguments():
     sde = make_sde("ve")
     with pytest.raises(ValueError, match="t_end"):
