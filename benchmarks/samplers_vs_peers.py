@@ -27,6 +27,8 @@ light one). Subcommands, each resumable and writing to
   with the same end times.
 * ``baselines``: EM-1000 and PC-500 on the networks at the same N (long: run it with nohup; more
   processes with ``PEERS_HELPER=1`` take chunks from the end).
+* ``defaults``: per toy cell, the best peer against sdelab's best sampler on its default
+  grid.
 * ``report`` / ``plot``: markdown tables and figures from the csv files; ``publish`` copies the
   network results to ``checkpoints/results/samplers-n1000-*.csv``, where the book reads them.
 
@@ -145,6 +147,8 @@ def sdelab_grid(sde, steps: int, grid: str, t_end: float | None = None) -> list[
     """sdelab's named grid with ``steps`` intervals from T to ``t_end`` (default ``sde.eps``)."""
     if t_end is None or t_end == sde.eps:
         return smp.time_grid(sde, steps, grid, dtype=f64).tolist()
+    if grid == "mixed":  # new with issue 14: time_grid takes t_end since then
+        return smp.time_grid(sde, steps, grid, t_end=t_end, dtype=f64).tolist()
     T = sde.T
     if grid == "uniform":
         return torch.linspace(T, t_end, steps + 1, dtype=f64).tolist()
@@ -255,7 +259,8 @@ SDELAB = {
 NEW_SDELAB = {
     "dpmpp_2m": ("dpmpp_2m", 1, {}, "deterministic"),
     "dpmpp_3m": ("dpmpp_3m", 1, {}, "deterministic"),
-    "unipc": ("unipc", 1, {}, "deterministic"),
+    "unipc": ("unipc", 1, {}, "deterministic"),  # its default order (3 since issue 14)
+    "unipc-2": ("unipc", 1, {"order": 2}, "deterministic"),
     "euler": ("euler", 1, {}, "deterministic"),
     "heun_sigma": ("heun", 2, {}, "deterministic"),
     "dpmpp_2m_sde": ("dpmpp_2m_sde", 1, {}, "stochastic"),
@@ -609,7 +614,7 @@ def net_entries(budget: int, which: str):
     if which == "new":  # sdelab's multistep samplers, once sdelab.samplers has them
         out = []
         for name in NEW_SDELAB:
-            for grid in ("uniform", "log_snr", "edm"):
+            for grid in ("uniform", "log_snr", "edm", "mixed"):
                 e = sdelab_entry(name, budget, grid)
                 if e is not None:
                     out.append(e)
@@ -791,6 +796,63 @@ def cmd_report(args) -> None:
                   f"{te} | {float(r['fd']):.3f} | {ratio} |")
 
 
+def sdelab_defaults() -> dict:
+    """``{benchmark name: default grid}`` of sdelab's deterministic samplers, for the
+    entries that run a sampler in its default configuration (no keyword differs from
+    the signature)."""
+    import inspect
+
+    renamed = {"heun": "heun_t", "probability_flow_euler": "euler_t"}
+    out = {}
+    for name, (fn_name, _, kw, kind) in {**SDELAB, **NEW_SDELAB}.items():
+        if name in SDELAB and hasattr(smp, renamed.get(fn_name, "-")):
+            fn_name = renamed[fn_name]
+        fn = getattr(smp, fn_name, None)
+        if kind != "deterministic" or fn is None:
+            continue
+        sig = inspect.signature(fn).parameters
+        if all(k in sig and sig[k].default == v for k, v in kw.items()):
+            out[name] = sig["grid"].default
+    return out
+
+
+def cmd_defaults(args) -> None:
+    """Per toy cell: the best peer vs sdelab's best deterministic sampler on its default
+    grid (issue 14's target), in markdown, with the ratio of their path errors."""
+    default = sdelab_defaults()
+    best: dict = {}
+    for r in read_rows(OUT / "toys.csv"):
+        if r["kind"] != "deterministic" or r["t_end"] or r["path_rms"] in ("", "nan"):
+            continue
+        side = "peer" if r["library"] != "sdelab" else "sdelab"
+        if side == "sdelab" and default.get(r["sampler"]) != r["grid"]:
+            continue
+        key = (int(r["nfe"]), r["problem"], r["sde"], side)
+        if key not in best or float(r["path_rms"]) < best[key][0]:
+            label = f"{r['library']}:{r['sampler']}[{r['grid']}]"
+            best[key] = (float(r["path_rms"]), label)
+    print(f"sdelab's default grids: {default}\n")
+    print("| problem | SDE | NFE | best peer | path_rms | sdelab, default grid "
+          "| path_rms | peer / sdelab |")
+    print("|---|---|---|---|---|---|---|---|")
+    ratios: dict = {}
+    for nfe, pb, sde, side in sorted(best):
+        if side != "peer" or (nfe, pb, sde, "sdelab") not in best:
+            continue
+        if nfe not in args.nfe:
+            continue
+        (pr, pl) = best[(nfe, pb, sde, "peer")]
+        (sr, sl) = best[(nfe, pb, sde, "sdelab")]
+        ratios[(nfe, pb, sde)] = pr / sr
+        print(f"| {pb} | {sde} | {nfe} | {pl} | {pr:.3g} | {sl} | {sr:.3g} "
+              f"| {pr / sr:.2f}" + (" |" if pr >= sr else " (behind) |"))
+    r = list(ratios.values())
+    if r:
+        geo = math.exp(sum(math.log(x) for x in r) / len(r))
+        print(f"\nsdelab at least as good in {sum(x >= 1 for x in r)}/{len(r)} cells, "
+              f"2x better in {sum(x >= 2 for x in r)}; geometric mean ratio {geo:.2f}")
+
+
 def cmd_plot(args) -> None:
     """toys.png (path error / distance vs NFE, best grid per sampler) and nets.png (FD vs NFE)."""
     import matplotlib
@@ -872,7 +934,7 @@ def main(argv=None) -> int:
     t.add_argument("--problems", nargs="+", default=["ring-2d", "gauss-16d"])
     t.add_argument("--sdes", nargs="+", default=["vp-linear", "vp-cosine", "ve"])
     t.add_argument("--budgets", nargs="+", type=int, default=[5, 10, 20, 50])
-    t.add_argument("--grids", nargs="+", default=["uniform", "log_snr", "edm"])
+    t.add_argument("--grids", nargs="+", default=["uniform", "log_snr", "edm", "mixed"])
     t.add_argument("--t-ends", nargs="*", type=float, default=[])
     t.add_argument("--only", nargs="*", default=[], help="labels containing one of these")
     t.add_argument("--n", type=int, default=2000)
@@ -891,13 +953,16 @@ def main(argv=None) -> int:
                    default=[("k-diffusion", "dpmpp_2m", "uniform")],
                    help="library:sampler:grid entries run with each --few-t-ends")
     sub.add_parser("report", help="markdown tables from the csv files")
+    dfl = sub.add_parser("defaults", help="toys: best peer vs sdelab, default grids")
+    dfl.add_argument("--nfe", nargs="+", type=int, default=[11, 21])
     sub.add_parser("plot", help="toys.png and nets.png from the csv files")
     sub.add_parser("publish", help="copy the network results where the book reads them")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     commands = {"baselines": cmd_baselines, "toys": cmd_toys, "nets": cmd_nets, "tend": cmd_tend,
-                "report": cmd_report, "plot": cmd_plot, "publish": cmd_publish}
+                "report": cmd_report, "plot": cmd_plot, "publish": cmd_publish,
+                "defaults": cmd_defaults}
     commands[args.cmd](args)
     return 0
 

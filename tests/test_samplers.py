@@ -77,10 +77,85 @@ def test_time_grid_is_uniform_in_its_variable(sde_name, kind):
     assert t.shape == (13,) and t[0].item() == sde.T and t[-1].item() == sde.eps
     assert (t[1:] < t[:-1]).all()
     # the variable each grid is uniform in: t, lambda(t), or sigma_hat^(1/rho) = exp(-lambda/rho)
-    u = {"uniform": t, "log_snr": sde.half_log_snr(t), "edm": torch.exp(-sde.half_log_snr(t) / 7.0)}[kind]
+    lam = sde.half_log_snr(t)
+    lam_u = sde.half_log_snr(torch.linspace(sde.T, sde.eps, 13, dtype=f64))
+    u = {"uniform": t, "log_snr": lam, "edm": torch.exp(-lam / 7.0),
+         # mixed (12 steps, share w = 5/8): lambda_i = (1 - w) lambda_i^log-snr
+         # + w lambda(t_i^uniform)
+         "mixed": (lam - 0.625 * lam_u) / 0.375}[kind]
     d = u.diff()
     # float64 round-off of the closed-form inverses t_from_half_log_snr (log1p, arccos, quadratic roots)
     torch.testing.assert_close(d, d.mean().expand_as(d), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("sde_name", SDE_NAMES)
+@pytest.mark.parametrize("steps", [1, 2, 10, 20, 21, 1000])
+@pytest.mark.parametrize("t_end", [None, 0.1, 0.5])
+def test_mixed_grid_lies_between_log_snr_and_uniform(sde_name, steps, t_end):
+    # exact end points, strictly decreasing, and in lambda the weighted mean of the two
+    # grids it mixes (time-uniform share 5/8 up to MIXED_FULL_BELOW steps, then falling
+    # like 1/S), so every point lies between them (any t_end: the shipped networks stop
+    # at t ~ 0.1)
+    sde = make_sde(sde_name)
+    grids = {g: smp.time_grid(sde, steps, g, t_end=t_end, dtype=f64)
+             for g in ("mixed", "uniform", "log_snr")}
+    t = grids["mixed"]
+    assert t.shape == (steps + 1,) and t[0].item() == sde.T
+    assert t[-1].item() == (sde.eps if t_end is None else t_end)
+    assert (t[1:] < t[:-1]).all()
+    lam = {g: sde.half_log_snr(v) for g, v in grids.items()}
+    # float64 round-off of lambda(t_from_half_log_snr(lambda)) (as in the test above)
+    w = smp.MIXED_WEIGHT * min(1.0, smp.MIXED_FULL_BELOW / steps)
+    # what the docstring states
+    assert smp.MIXED_WEIGHT == 0.625 and smp.MIXED_FULL_BELOW == 20
+    expected = lam["log_snr"] + w * (lam["uniform"] - lam["log_snr"])
+    torch.testing.assert_close(lam["mixed"], expected, rtol=1e-9, atol=1e-9)
+    lo = torch.minimum(grids["uniform"], grids["log_snr"])
+    hi = torch.maximum(grids["uniform"], grids["log_snr"])
+    assert ((t >= lo - 1e-12) & (t <= hi + 1e-12)).all()
+
+
+def test_mixed_grid_on_interpolant_sdes():
+    # the flow-matching paths (sdelab.flow) are SDEs too, with alpha(T) near 0 (lambda(T)
+    # far below zero): the grid still has exact end points and decreases strictly
+    from sdelab import flow
+
+    for path in (flow.linear_interpolant(), flow.trig_interpolant()):
+        sde = flow.InterpolantSDE(path)
+        for steps in (1, 7, 50):
+            t = smp.time_grid(sde, steps, "mixed", dtype=f64)
+            assert t[0].item() == sde.T and t[-1].item() == sde.eps
+            assert (t[1:] < t[:-1]).all()
+
+
+def test_mixed_grid_rejects_bad_arguments():
+    sde = make_sde("ve")
+    with pytest.raises(ValueError, match="t_end"):
+        smp.time_grid(sde, 10, "mixed", t_end=sde.T)
+    with pytest.raises(ValueError, match="t_end"):
+        smp.time_grid(sde, 10, "mixed", t_end=0.0)
+    with pytest.raises(ValueError, match="steps"):
+        smp.time_grid(sde, 0, "mixed")
+    with pytest.raises(ValueError, match="mixed"):  # the message lists the names
+        smp.time_grid(sde, 10, "mix")
+    with pytest.raises(TypeError, match="steps"):
+        smp.unipc(lambda x, t: -x, sde, torch.zeros(2, 2), grid="mixed")
+
+
+def test_multistep_defaults_are_what_the_docstrings_say():
+    for fn in (smp.dpmpp_2m, smp.dpmpp_3m, smp.unipc):
+        assert inspect.signature(fn).parameters["grid"].default == "mixed", fn.__name__
+        assert 'Default grid ``"mixed"``' in fn.__doc__, fn.__name__
+    assert inspect.signature(smp.unipc).parameters["order"].default == 3
+    assert "default 3" in smp.unipc.__doc__
+    # and the defaults are what runs: the same samples as the explicit call
+    sde = make_sde("vp-linear")
+    score_fn = ORDER_MIX.score_fn(sde)
+    x_T = sde.prior_sample((16, 2), torch.Generator().manual_seed(0), dtype=f64)
+    assert torch.equal(smp.unipc(score_fn, sde, x_T, steps=7).x,
+                       smp.unipc(score_fn, sde, x_T, steps=7, grid="mixed", order=3).x)
+    assert torch.equal(smp.dpmpp_2m(score_fn, sde, x_T, steps=7).x,
+                       smp.dpmpp_2m(score_fn, sde, x_T, steps=7, grid="mixed").x)
 
 
 def test_time_grid_rejects_bad_arguments():
@@ -184,6 +259,7 @@ MARGIN = {1: 0.15, 2: 0.2, 3: 0.3, 4: 0.4}
 ORDER_STEPS_HIGH = (64, 128, 256, 512)
 DETERMINISTIC = ("euler", "heun", "probability_flow_euler", "heun_t", "dpm_solver-1", "dpm_solver-2", "dpmpp_2m", "dpmpp_3m",
                  "unipc-2", "unipc-3")
+MULTISTEP = ("dpmpp_2m", "dpmpp_3m", "unipc-2", "unipc-3")
 
 
 @lru_cache(maxsize=None)
@@ -203,7 +279,12 @@ def order_problem(sde_name):
 def test_convergence_order(name, sde_name):
     sde, score_fn, x_T, ref, ref_err = order_problem(sde_name)
     steps = ORDER_STEPS_HIGH if ORDER[name] == 3 else ORDER_STEPS
-    errs = [rms(run(name, score_fn, sde, x_T, s).x, ref) for s in steps]
+    # the multistep methods' orders are those of a grid smooth in lambda (log-SNR).
+    # Their default "mixed" grid changes its time-uniform share with S (5/8 up to 20
+    # steps, then ~1/S), so its fitted slope mixes grid and method: measured over these
+    # S, 2.6 for 3M on VP-cosine and 3.5 for UniPC-3 (2.1-2.6 with a constant share 1/2)
+    kw = {"grid": "log_snr"} if name in MULTISTEP else {}
+    errs = [rms(run(name, score_fn, sde, x_T, s, **kw).x, ref) for s in steps]
     assert ref_err < 0.01 * min(errs), "the reference solve is not accurate enough to measure the order"
     log_s, log_e = torch.log(torch.tensor(steps, dtype=f64)), torch.log(torch.tensor(errs, dtype=f64))
     slope = -(((log_s - log_s.mean()) * (log_e - log_e.mean())).sum() / ((log_s - log_s.mean()) ** 2).sum()).item()
