@@ -597,7 +597,19 @@ def baseline_runs():
         "pc-500": ("stochastic", 500, lambda sf, sde, x, g: smp.predictor_corrector(
             sf, sde, x, steps=500, snr=0.16, corrector_steps=1, generator=g, t_end=sde.eps,
             final_denoise=True).x),
+        # the same with the exact transition kernel's coefficients at every step (the
+        # predictor before it took the paper's DDPM chain; chapter 6's N = 5000 PC-500 rows)
+        "pc-500-exact-kernel": ("stochastic", 500, _exact_kernel_pc500),
     }
+
+
+def _exact_kernel_pc500(sf, sde, x, g):
+    saved, smp.BETA_I_MAX = smp.BETA_I_MAX, 0.0  # every beta_i > 0: the exact kernel throughout
+    try:
+        return smp.predictor_corrector(sf, sde, x, steps=500, snr=0.16, corrector_steps=1, generator=g,
+                                       t_end=sde.eps, final_denoise=True).x
+    finally:
+        smp.BETA_I_MAX = saved
 
 
 def cmd_baselines(args) -> None:
@@ -929,7 +941,8 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("baselines", help="EM-1000 / PC-500 on the shipped nets (long; resumable)")
     b.add_argument("--nets", nargs="+", default=["vp-linear"])
-    b.add_argument("--which", nargs="+", default=["em-1000", "pc-500"])
+    b.add_argument("--which", nargs="+", default=["em-1000", "pc-500"],
+                   choices=["em-1000", "pc-500", "pc-500-exact-kernel"])
     t = sub.add_parser("toys", help="exact-score problems: error vs NFE")
     t.add_argument("--problems", nargs="+", default=["ring-2d", "gauss-16d"])
     t.add_argument("--sdes", nargs="+", default=["vp-linear", "vp-cosine", "ve"])
