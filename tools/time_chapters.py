@@ -46,7 +46,11 @@ FIELDS = [
     "machine",
     "idle_load",
     "measured",
+    "openmp",
 ]
+# what OpenMP waited with: sdelab's bound since issue 19's second measurement; the first
+# rows (no column yet) were measured with OMP_WAIT_POLICY=PASSIVE
+OLD_OPENMP = "OMP_WAIT_POLICY=PASSIVE"
 CHAPTER_BUDGET_S, BOOK_BUDGET_S = 180, 1200
 
 
@@ -116,7 +120,7 @@ def read_rows() -> list[dict]:
     if not CSV.exists():
         return []
     with CSV.open(newline="") as f:
-        return list(csv.DictReader(f))
+        return [{**r, "openmp": r.get("openmp") or OLD_OPENMP} for r in csv.DictReader(f)]
 
 
 def write(rows: list[dict]) -> None:
@@ -136,7 +140,8 @@ def write(rows: list[dict]) -> None:
         "and with one other CPU-bound process running. Budget: 3 minutes a chapter,",
         '20 minutes the book, on an idle 2-core CPU. "load before" is the 1-minute',
         "load average when the idle run started: near 0 on a quiet machine; higher",
-        "means it was not idle.",
+        'means it was not idle. "OpenMP" is how torch\'s idle threads waited (chapter',
+        "9, \"A busy machine\"): sdelab's bounded spin, or sleeping at once (PASSIVE).",
         "",
     ]
     for m in sorted({r["machine"] for r in rows}):
@@ -145,13 +150,14 @@ def write(rows: list[dict]) -> None:
             f"**{m}**",
             "",
             "| chapter | idle (s) | one core busy (s) | slowest cell (s) "
-            "| load before |",
-            "|---|---:|---:|---:|---:|",
+            "| load before | OpenMP |",
+            "|---|---:|---:|---:|---:|---|",
         ]
         for r in mine:
             lines.append(
                 f"| {r['chapter']} | {r['idle_s'] or '-'} | {r['busy_s'] or '-'} "
-                f"| {r['slowest_cell_s'] or '-'} | {r['idle_load'] or '-'} |"
+                f"| {r['slowest_cell_s'] or '-'} | {r['idle_load'] or '-'} "
+                f"| {r['openmp']} |"
             )
         tot = [
             sum(float(r[k]) for r in mine if r[k]) if all(r[k] for r in mine) else None
@@ -159,7 +165,7 @@ def write(rows: list[dict]) -> None:
         ]
         lines.append(
             f"| **book** | {f'{tot[0]:.0f}' if tot[0] is not None else '-'} "
-            f"| {f'{tot[1]:.0f}' if tot[1] is not None else '-'} | | |"
+            f"| {f'{tot[1]:.0f}' if tot[1] is not None else '-'} | | | |"
         )
         lines.append("")
     MD.write_text("\n".join(lines))
@@ -181,6 +187,9 @@ def main(argv=None) -> int:
     paths = [Path(c).resolve() for c in args.chapters] or sorted(
         (ROOT / "book").glob("*.ipynb")
     )
+    sys.path.insert(0, str(ROOT))
+    import sdelab  # the kernels' setting (read before the variables are cleared)
+
     for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
         os.environ.pop(k, None)  # inherited by the kernels: measure what a reader gets
     here = machine()
@@ -211,6 +220,7 @@ def main(argv=None) -> int:
             row["busy_s"] = f"{wall:.1f}"
             print(f"{name}: one core busy {wall:.1f} s", flush=True)
         row["measured"] = datetime.date.today().isoformat()
+        row["openmp"] = f"GOMP_SPINCOUNT={sdelab.SPINCOUNT}"
         write(rows)  # after every chapter: a stopped run keeps what it measured
     mine = [r for r in rows if r["machine"] == here and r["idle_s"]]
     total = sum(float(r["idle_s"]) for r in mine)
