@@ -67,7 +67,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # $SDELAB_UNDER_TEST: measure another checkout's sdelab (e.g. a branch before it lands)
 sys.path.insert(0, os.environ.get("SDELAB_UNDER_TEST", str(ROOT)))
 
-from sdelab import checkpoints, data, metrics, samplers as smp  # noqa: E402
+from sdelab import checkpoints, metrics, samplers as smp  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "peers"
 CACHE = ROOT / "runs" / "peers"
@@ -289,13 +289,19 @@ DIFFUSERS = {  # name -> (scheduler, config, kind)
 }
 
 
-def sdelab_entry(name, budget, grid, t_end=None):
-    fn_name, per, kw, kind = {**SDELAB, **NEW_SDELAB}[name]
+def sdelab_function(name):
+    """The sdelab sampler behind benchmark entry ``name`` (None if this sdelab lacks it)."""
+    fn_name = {**SDELAB, **NEW_SDELAB}[name][0]
     # after the samplers rework, the trapezoidal rule and Euler in t are heun_t / euler_t
     renamed = {"heun": "heun_t", "probability_flow_euler": "euler_t"}
     if name in SDELAB and hasattr(smp, renamed.get(fn_name, "-")):
         fn_name = renamed[fn_name]
-    fn = getattr(smp, fn_name, None)
+    return getattr(smp, fn_name, None)
+
+
+def sdelab_entry(name, budget, grid, t_end=None):
+    _, per, kw, kind = {**SDELAB, **NEW_SDELAB}[name]
+    fn = sdelab_function(name)
     if fn is None:
         return None
     steps = budget // per
@@ -814,12 +820,9 @@ def sdelab_defaults() -> dict:
     the signature)."""
     import inspect
 
-    renamed = {"heun": "heun_t", "probability_flow_euler": "euler_t"}
     out = {}
-    for name, (fn_name, _, kw, kind) in {**SDELAB, **NEW_SDELAB}.items():
-        if name in SDELAB and hasattr(smp, renamed.get(fn_name, "-")):
-            fn_name = renamed[fn_name]
-        fn = getattr(smp, fn_name, None)
+    for name, (_, _, kw, kind) in {**SDELAB, **NEW_SDELAB}.items():
+        fn = sdelab_function(name)
         if kind != "deterministic" or fn is None:
             continue
         sig = inspect.signature(fn).parameters
@@ -941,8 +944,7 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("baselines", help="EM-1000 / PC-500 on the shipped nets (long; resumable)")
     b.add_argument("--nets", nargs="+", default=["vp-linear"])
-    b.add_argument("--which", nargs="+", default=["em-1000", "pc-500"],
-                   choices=["em-1000", "pc-500", "pc-500-exact-kernel"])
+    b.add_argument("--which", nargs="+", default=["em-1000", "pc-500"], choices=list(baseline_runs()))
     t = sub.add_parser("toys", help="exact-score problems: error vs NFE")
     t.add_argument("--problems", nargs="+", default=["ring-2d", "gauss-16d"])
     t.add_argument("--sdes", nargs="+", default=["vp-linear", "vp-cosine", "ve"])
