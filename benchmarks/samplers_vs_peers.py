@@ -237,9 +237,10 @@ def run_diffusers(cls_name: str, sde, score_fn, x_T, steps: int, gen, timesteps=
 # the catalogue: every sampler at an NFE budget B (B grid intervals + the final denoising step)
 # ----------------------------------------------------------------------------------------------
 class Entry:
-    def __init__(self, library, sampler, grid, kind, steps, run):
+    def __init__(self, library, sampler, grid, kind, steps, run, t_end=None):
         self.library, self.sampler, self.grid, self.kind, self.steps, self.run = (
             library, sampler, grid, kind, steps, run)
+        self.t_end = t_end
 
     @property
     def label(self):
@@ -309,15 +310,16 @@ def sdelab_entry(name, budget, grid, t_end=None):
         return None
 
     def run(sf, sde, x_T, gen):
-        times = sdelab_grid(sde, steps, grid, t_end)
         extra = {"generator": gen} if kind == "stochastic" else {}
         import inspect
 
         flag = "final_denoise" if "final_denoise" in inspect.signature(fn).parameters else "denoise"
         extra[flag] = True
-        return fn(sf, sde, x_T, grid=times, **kw, **extra).x
+        if t_end is None:  # the sampler's own end time (sdelab.samplers.multistep_t_end on VE)
+            return fn(sf, sde, x_T, steps=steps, grid=grid, **kw, **extra).x
+        return fn(sf, sde, x_T, grid=sdelab_grid(sde, steps, grid, t_end), **kw, **extra).x
 
-    return Entry("sdelab", name, grid, kind, steps, run)
+    return Entry("sdelab", name, grid, kind, steps, run, t_end)
 
 
 def kdiff_entry(name, budget, grid, t_end=None):
@@ -329,7 +331,7 @@ def kdiff_entry(name, budget, grid, t_end=None):
     def run(sf, sde, x_T, gen):
         return run_kdiff(name, sde, sf, x_T, sdelab_grid(sde, steps, grid, t_end), gen)
 
-    return Entry("k-diffusion", name, grid, kind, steps, run)
+    return Entry("k-diffusion", name, grid, kind, steps, run, t_end)
 
 
 TIMESTEPS_OK = ("DPMSolverMultistepScheduler", "EulerDiscreteScheduler")  # set_timesteps(timesteps=)
@@ -627,8 +629,37 @@ def cmd_baselines(args) -> None:
             net_entry(path, net, "sdelab", name, "uniform", kind, steps, run)
 
 
-def net_entries(budget: int, which: str):
-    """The few-step samplers run on the networks (``which``: "main" or "new")."""
+TARGET_NETS_ALL = (10, 20)  # budgets at which every entry of "target" runs; the others: the few
+
+
+def net_entries(budget: int, which: str, net: str | None = None):
+    """The few-step samplers run on the networks (``which``: "main", "new" or "target").
+
+    "target" (issue 14's side by side): sdelab's UniPC and DPM-Solver++(2M) SDE as
+    :func:`sdelab.generate.sample_from_checkpoint` runs them (the measured end time
+    ``learned_t_end`` on its grid ``LEARNED_GRID``), diffusers' multistep schedulers on their
+    own linspace timesteps (last evaluation at t ~ T/S, then the jump to sigma = 0), and
+    k-diffusion's 2M / 2M SDE given the
+    same measured end time on the time-uniform grid (their best configuration measured in
+    nets_tend.csv). At 5 and 50 NFE only the default of each library and kind.
+    """
+    if which == "target":
+        from sdelab.generate import LEARNED_GRID, learned_t_end
+
+        sde = net_state(net).sde
+        te_det, te_sto = learned_t_end(sde, "unipc"), learned_t_end(sde, "dpmpp_2m_sde")
+        out = [sdelab_entry("unipc", budget, LEARNED_GRID["unipc"], te_det),
+               sdelab_entry("dpmpp_2m_sde", budget, LEARNED_GRID["dpmpp_2m_sde"], te_sto),
+               diffusers_entry("unipc-2", budget), diffusers_entry("dpmpp_2m_sde", budget),
+               kdiff_entry("dpmpp_2m_sde", budget, "uniform", te_sto)]
+        if budget in TARGET_NETS_ALL:  # + the samplers' own default grids (chosen on the toys)
+            default = {**sdelab_defaults(), **sdelab_defaults("stochastic")}
+            out += [diffusers_entry("unipc-3", budget), diffusers_entry("dpmpp_2m", budget),
+                    kdiff_entry("dpmpp_2m", budget, "uniform", te_det),
+                    sdelab_entry("unipc", budget, default["unipc"], te_det),
+                    sdelab_entry("unipc-2", budget, "uniform", te_det),
+                    sdelab_entry("dpmpp_2m_sde", budget, default["dpmpp_2m_sde"], te_sto)]
+        return [e for e in out if e is not None]
     if which == "new":  # sdelab's multistep samplers, once sdelab.samplers has them
         out = []
         for name in NEW_SDELAB:
@@ -653,10 +684,10 @@ def cmd_nets(args) -> None:
     path = OUT / "nets.csv"
     for budget in args.budgets:
         for net in args.nets:
-            for e in net_entries(budget, args.which):
+            for e in net_entries(budget, args.which, net):
                 if args.only and not any(o in e.label for o in args.only):
                     continue
-                net_entry(path, net, e.library, e.sampler, e.grid, e.kind, e.steps, e.run)
+                net_entry(path, net, e.library, e.sampler, e.grid, e.kind, e.steps, e.run, t_end=e.t_end)
 
 
 TEND_DEFAULT = (1e-3, 0.005, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2)
@@ -814,58 +845,121 @@ def cmd_report(args) -> None:
                   f"{te} | {float(r['fd']):.3f} | {ratio} |")
 
 
-def sdelab_defaults() -> dict:
-    """``{benchmark name: default grid}`` of sdelab's deterministic samplers, for the
-    entries that run a sampler in its default configuration (no keyword differs from
-    the signature)."""
+def sdelab_defaults(kind: str = "deterministic") -> dict:
+    """``{benchmark name: default grid}`` of sdelab's samplers of ``kind``, for the entries that
+    run a sampler in its default configuration (no keyword differs from the signature)."""
     import inspect
 
     out = {}
-    for name, (_, _, kw, kind) in {**SDELAB, **NEW_SDELAB}.items():
+    for name, (_, _, kw, k) in {**SDELAB, **NEW_SDELAB}.items():
         fn = sdelab_function(name)
-        if kind != "deterministic" or fn is None:
+        if k != kind or fn is None:
             continue
         sig = inspect.signature(fn).parameters
-        if all(k in sig and sig[k].default == v for k, v in kw.items()):
+        if all(p in sig and sig[p].default == v for p, v in kw.items()):
             out[name] = sig["grid"].default
     return out
 
 
+def sdelab_sde_default_grid() -> str:
+    """The default grid of sdelab's DPM-Solver++(2M) SDE."""
+    return sdelab_defaults("stochastic")["dpmpp_2m_sde"]
+
+
 def cmd_defaults(args) -> None:
-    """Per toy cell: the best peer vs sdelab's best deterministic sampler on its default
-    grid (issue 14's target), in markdown, with the ratio of their path errors."""
-    default = sdelab_defaults()
+    """Per toy cell: the best peer vs sdelab's best sampler of ``--kind`` on its default grid
+    and end time (issue 14's target), in markdown, with the ratio of their errors.
+
+    Deterministic: path RMS to the reference solve. Stochastic: the distance to exact samples
+    (energy distance or the Gaussian W2), whose Monte-Carlo floor (90 % quantile of two exact
+    samples' distance) is given: below it two samplers cannot be told apart."""
+    value = "path_rms" if args.kind == "deterministic" else "distance"
+    default = sdelab_defaults(args.kind)
     best: dict = {}
+    floor: dict = {}
     for r in read_rows(OUT / "toys.csv"):
-        if r["kind"] != "deterministic" or r["t_end"] or r["path_rms"] in ("", "nan"):
+        if r["kind"] != args.kind or r["t_end"] or r[value] in ("", "nan"):
             continue
+        floor[(r["problem"], r["sde"])] = float(r["floor_q90"])
         side = "peer" if r["library"] != "sdelab" else "sdelab"
         if side == "sdelab" and default.get(r["sampler"]) != r["grid"]:
             continue
         key = (int(r["nfe"]), r["problem"], r["sde"], side)
-        if key not in best or float(r["path_rms"]) < best[key][0]:
+        if key not in best or float(r[value]) < best[key][0]:
             label = f"{r['library']}:{r['sampler']}[{r['grid']}]"
-            best[key] = (float(r["path_rms"]), label)
-    print(f"sdelab's default grids: {default}\n")
-    print("| problem | SDE | NFE | best peer | path_rms | sdelab, default grid "
-          "| path_rms | peer / sdelab |")
-    print("|---|---|---|---|---|---|---|---|")
+            best[key] = (float(r[value]), label)
+    print(f"sdelab's default grids ({args.kind}): {default}\n")
+    print(f"| problem | SDE | NFE | best peer | {value} | sdelab, default grid "
+          f"| {value} | peer / sdelab |" + (" floor (q90) |" if args.kind == "stochastic" else ""))
+    print("|---|---|---|---|---|---|---|---|" + ("---|" if args.kind == "stochastic" else ""))
     ratios: dict = {}
+    ties = 0
     for nfe, pb, sde, side in sorted(best):
-        if side != "peer" or (nfe, pb, sde, "sdelab") not in best:
-            continue
-        if nfe not in args.nfe:
+        if side != "peer" or (nfe, pb, sde, "sdelab") not in best or nfe not in args.nfe:
             continue
         (pr, pl) = best[(nfe, pb, sde, "peer")]
         (sr, sl) = best[(nfe, pb, sde, "sdelab")]
-        ratios[(nfe, pb, sde)] = pr / sr
-        print(f"| {pb} | {sde} | {nfe} | {pl} | {pr:.3g} | {sl} | {sr:.3g} "
-              f"| {pr / sr:.2f}" + (" |" if pr >= sr else " (behind) |"))
-    r = list(ratios.values())
-    if r:
-        geo = math.exp(sum(math.log(x) for x in r) / len(r))
-        print(f"\nsdelab at least as good in {sum(x >= 1 for x in r)}/{len(r)} cells, "
-              f"2x better in {sum(x >= 2 for x in r)}; geometric mean ratio {geo:.2f}")
+        # the unbiased energy distance can be negative (below the floor): no ratio then
+        ratio = pr / sr if pr > 0 and sr > 0 else math.nan
+        ratios[(nfe, pb, sde)] = (pr, sr, ratio)
+        tie = args.kind == "stochastic" and max(pr, sr) <= floor[(pb, sde)]
+        ties += tie and pr < sr
+        verdict = " (within the floor)" if tie else ("" if pr >= sr else " (behind)")
+        print(f"| {pb} | {sde} | {nfe} | {pl} | {pr:.3g} | {sl} | {sr:.3g} | {ratio:.2f}{verdict} |"
+              + (f" {floor[(pb, sde)]:.2g} |" if args.kind == "stochastic" else ""))
+    if ratios:
+        vals = list(ratios.values())
+        r = [x for _, _, x in vals if x == x]
+        geo = math.exp(sum(math.log(x) for x in r) / len(r)) if r else math.nan
+        print(f"\nsdelab at least as good in {sum(pr >= sr for pr, sr, _ in vals)}/{len(vals)} cells"
+              + (f" (+{ties} behind within the Monte-Carlo floor)" if ties else "")
+              + f", 2x better in {sum(x >= 2 for x in r)}; geometric mean ratio {geo:.2f}")
+
+
+def cmd_nets_target(args) -> None:
+    """Per network, kind and NFE: the best peer vs sdelab as ``sample_from_checkpoint`` runs it
+    (UniPC / the 2M SDE at the measured end time on ``LEARNED_GRID``), classifier FD at N = 1000
+    from the same prior noise; and sdelab's 21-NFE FD against the converged ODE's (RK45)."""
+    from sdelab.generate import LEARNED_GRID
+
+    rows = [r for r in read_rows(OUT / "nets.csv") if r["net"] in args.nets]
+    mine = {"deterministic": ("unipc", LEARNED_GRID["unipc"]),
+            "stochastic": ("dpmpp_2m_sde", LEARNED_GRID["dpmpp_2m_sde"])}
+    print("| net | kind | NFE | best peer | FD | sdelab (sample_from_checkpoint) | FD "
+          "| peer / sdelab |")
+    print("|---|---|---|---|---|---|---|---|")
+    ratios = []
+    for net in args.nets:
+        for kind in ("deterministic", "stochastic"):
+            for nfe in sorted({int(r["nfe"]) for r in rows if r["net"] == net}):
+                cell = [r for r in rows if r["net"] == net and r["kind"] == kind and int(r["nfe"]) == nfe]
+                peers = [r for r in cell if r["library"] != "sdelab"]
+                own = [r for r in cell if r["library"] == "sdelab" and r["t_end"]
+                       and (r["sampler"], r["grid"]) == mine[kind]]
+                if not peers or not own:
+                    continue
+                p = min(peers, key=lambda r: float(r["fd"]))
+                o = own[0]
+                ratio = float(p["fd"]) / float(o["fd"])
+                if nfe in (11, 21):
+                    ratios.append(ratio)
+                print(f"| {net} | {kind} | {nfe} | {p['library']}:{p['sampler']}[{p['grid']}]"
+                      f"{' t_end ' + p['t_end'] if p['t_end'] else ''} | {float(p['fd']):.3f} "
+                      f"| {o['sampler']}[{o['grid']}] t_end {o['t_end']} | {float(o['fd']):.3f} "
+                      f"| {ratio:.2f}" + ("" if ratio >= 1 else " (behind)") + " |")
+    if ratios:
+        print(f"\nat 11 and 21 NFE sdelab at least as good in {sum(r >= 1 for r in ratios)}/"
+              f"{len(ratios)} cells")
+    tend = read_rows(OUT / "nets_tend.csv")
+    for net in args.nets:
+        rk = {r["t_end"]: float(r["fd"]) for r in tend if r["net"] == net and r["sampler"] == "rk45"}
+        own = [r for r in rows if r["net"] == net and r["library"] == "sdelab" and r["nfe"] == "21"
+               and (r["sampler"], r["grid"]) == mine["deterministic"] and r["t_end"]]
+        if rk and own:
+            fd21 = float(own[0]["fd"])
+            print(f"{net}: sdelab UniPC 21 NFE FD {fd21:.3f}; converged RK45 to eps {rk[min(rk, key=float)]:.3f}"
+                  f" (ratio {fd21 / rk[min(rk, key=float)]:.2f}), RK45 stopped near t_end "
+                  + ", ".join(f"{te}: {v:.3f}" for te, v in sorted(rk.items(), key=lambda kv: float(kv[0]))))
 
 
 def cmd_plot(args) -> None:
@@ -956,7 +1050,7 @@ def main(argv=None) -> int:
     n = sub.add_parser("nets", help="shipped networks: FD at N = 1000 per sampler and budget")
     n.add_argument("--nets", nargs="+", default=["vp-linear", "vp-cosine"])
     n.add_argument("--budgets", nargs="+", type=int, default=[10, 20])
-    n.add_argument("--which", default="main", choices=["main", "new"])
+    n.add_argument("--which", default="main", choices=["main", "new", "target"])
     n.add_argument("--only", nargs="*", default=[])
     e = sub.add_parser("tend", help="shipped networks: where sampling stops (issue 20)")
     e.add_argument("--nets", nargs="+", default=["vp-linear"])
@@ -970,6 +1064,9 @@ def main(argv=None) -> int:
     sub.add_parser("report", help="markdown tables from the csv files")
     dfl = sub.add_parser("defaults", help="toys: best peer vs sdelab, default grids")
     dfl.add_argument("--nfe", nargs="+", type=int, default=[11, 21])
+    dfl.add_argument("--kind", default="deterministic", choices=["deterministic", "stochastic"])
+    nt = sub.add_parser("nets-target", help="networks: best peer vs sdelab's default, per NFE")
+    nt.add_argument("--nets", nargs="+", default=["vp-linear", "vp-cosine"])
     sub.add_parser("plot", help="toys.png and nets.png from the csv files")
     sub.add_parser("publish", help="copy the network results where the book reads them")
     p.add_argument("--threads", type=int, default=1)
@@ -977,7 +1074,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     commands = {"baselines": cmd_baselines, "toys": cmd_toys, "nets": cmd_nets, "tend": cmd_tend,
                 "report": cmd_report, "plot": cmd_plot, "publish": cmd_publish,
-                "defaults": cmd_defaults}
+                "defaults": cmd_defaults, "nets-target": cmd_nets_target}
     commands[args.cmd](args)
     return 0
 

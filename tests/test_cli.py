@@ -105,6 +105,30 @@ def test_sample_with_the_real_samplers(tmp_path):
     assert out.exists()
 
 
+def test_learned_end_time_comes_with_its_grid(tmp_path, monkeypatch):
+    # sample_from_checkpoint stops at the measured end on the grid it was measured on
+    # (LEARNED_GRID), unless a grid is given; an explicit t_end keeps the sampler's own grid
+    from sdelab import samplers
+    from sdelab.generate import LEARNED_GRID, learned_t_end, sample_from_checkpoint
+
+    main(_train_args(tmp_path))
+    seen = []
+
+    def fake_unipc(score_fn, sde, x_T, *, steps, generator=None, final_denoise=False, t_end=None,
+                   **kw):
+        seen.append((t_end, kw.get("grid")))
+        return types.SimpleNamespace(x=x_T.clamp(-1, 1), nfe=steps + 1)
+
+    monkeypatch.setitem(samplers.SAMPLERS, "unipc", fake_unipc)
+    ck = str(tmp_path / "ck.json")
+    sample_from_checkpoint(ck, 2, sampler="unipc", steps=4)
+    sample_from_checkpoint(ck, 2, sampler="unipc", steps=4, grid="log_snr")
+    sample_from_checkpoint(ck, 2, sampler="unipc", steps=4, t_end=0.2)
+    t = learned_t_end(make_sde("ve"), "unipc")
+    assert seen == [(t, LEARNED_GRID["unipc"]), (t, "log_snr"), (0.2, None)]
+    assert set(LEARNED_GRID) <= set(samplers.SAMPLERS)
+
+
 def test_learned_end_times_are_the_measured_noise_levels():
     # sigma(t)/alpha(t) at the default end time equals END_NOISE's level (half log-SNR inverted);
     # samplers not measured with an early end keep sde.eps

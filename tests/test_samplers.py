@@ -283,7 +283,8 @@ def test_convergence_order(name, sde_name):
     # Their default "mixed" grid changes its time-uniform share with S (5/8 up to 20
     # steps, then ~1/S), so its fitted slope mixes grid and method: measured over these
     # S, 2.6 for 3M on VP-cosine and 3.5 for UniPC-3 (2.1-2.6 with a constant share 1/2)
-    kw = {"grid": "log_snr"} if name in MULTISTEP else {}
+    # (to the reference's end, sde.eps: on VE their default end is multistep_t_end)
+    kw = {"grid": "log_snr", "t_end": sde.eps} if name in MULTISTEP else {}
     errs = [rms(run(name, score_fn, sde, x_T, s, **kw).x, ref) for s in steps]
     assert ref_err < 0.01 * min(errs), "the reference solve is not accurate enough to measure the order"
     log_s, log_e = torch.log(torch.tensor(steps, dtype=f64)), torch.log(torch.tensor(errs, dtype=f64))
@@ -891,3 +892,54 @@ def test_every_sampler_has_a_real_docstring_and_is_registered():
     for name, fn in smp.SAMPLERS.items():
         assert "Args:" in fn.__doc__ and "t_end" in fn.__doc__ and "final_denoise" in fn.__doc__, name
         assert {"t_end", "final_denoise", "generator"} <= set(inspect.signature(fn).parameters), name
+
+
+# ---------------------------------------------------------------------------------------------
+# The final jump and the multistep samplers' default end on VE (issue 14)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["dpmpp_2m", "unipc-2"])
+def test_final_jump_is_the_tweedie_step_unless_the_grid_ends_with_one(name):
+    # with final_denoise the Tweedie step is itself the first-order jump to zero noise: when the
+    # grid's last step is no jump (ends early: lambda-steps within JUMP_RATIO), that step keeps
+    # its order (order 2 here = what lower_order_final=False does); a grid to eps ends with a
+    # lambda-step 3-7x its predecessor, which stays the first-order jump (DDIM for DPM-Solver++)
+    sde = make_sde("vp-linear")
+    score_fn = ORDER_MIX.score_fn(sde)
+    x_T = sde.prior_sample((16, 2), torch.Generator().manual_seed(0), dtype=f64)
+    fn, _, fixed = SAMPLERS[name]
+    early = {lof: fn(score_fn, sde, x_T, steps=6, t_end=0.1, grid="log_snr", final_denoise=True,
+                     return_trajectory=True, lower_order_final=lof, **fixed) for lof in (True, False)}
+    torch.testing.assert_close(early[True].x, early[False].x, rtol=0, atol=0)
+    lam = sde.half_log_snr(early[True].times.to(f64))
+    assert (lam[-1] - lam[-2]) < smp.JUMP_RATIO * (lam[-2] - lam[-3])
+    to_eps = {lof: fn(score_fn, sde, x_T, steps=6, final_denoise=True, return_trajectory=True,
+                      lower_order_final=lof, **fixed) for lof in (True, False)}
+    lam = sde.half_log_snr(to_eps[True].times.to(f64))
+    assert (lam[-1] - lam[-2]) > smp.JUMP_RATIO * (lam[-2] - lam[-3])
+    assert not torch.allclose(to_eps[True].x, to_eps[False].x)
+    if name == "dpmpp_2m":
+        res = to_eps[True]
+        t = res.times.tolist()
+        ddim = smp.euler_step(score_fn, sde, res.trajectory[-2], t[-2], t[-1])
+        torch.testing.assert_close(res.trajectory[-1], ddim, rtol=1e-12, atol=1e-12)
+
+
+def test_multistep_t_end_is_sigma_min_on_ve_and_eps_elsewhere():
+    ve = make_sde("ve")
+    t = smp.multistep_t_end(ve)
+    # the paper's VE never goes below sigma_min; sdelab's exact VE reaches it at log 2 / (2 log r)
+    assert t == pytest.approx(math.log(2) / (2 * math.log(ve.sigma_max / ve.sigma_min)), rel=1e-12)
+    assert ve.marginal_coeffs(torch.tensor(t, dtype=f64))[1].item() == pytest.approx(ve.sigma_min, rel=1e-10)
+    for name in ("vp-linear", "vp-cosine", "subvp-linear", "subvp-cosine"):
+        assert smp.multistep_t_end(make_sde(name)) == make_sde(name).eps
+    with pytest.raises(TypeError, match="sde"):
+        smp.multistep_t_end("ve")
+    # it is what the multistep samplers use by default (named grids only) and nothing else does
+    score_fn = ring_mixture().score_fn(ve)
+    x_T = ve.prior_sample((8, 2), torch.Generator().manual_seed(0), dtype=f64)
+    for fn in (smp.dpmpp_2m, smp.dpmpp_3m, smp.unipc):
+        assert fn(score_fn, ve, x_T, steps=5).times[-1].item() == pytest.approx(t, rel=1e-12)
+        assert fn(score_fn, ve, x_T, steps=5, t_end=ve.eps).times[-1].item() == pytest.approx(ve.eps)
+    grid = smp.time_grid(ve, 5, "log_snr", dtype=f64)
+    assert smp.unipc(score_fn, ve, x_T, grid=grid).times[-1].item() == pytest.approx(ve.eps)
+    assert smp.euler(score_fn, ve, x_T, steps=5).times[-1].item() == pytest.approx(ve.eps)
