@@ -28,7 +28,12 @@ light one). Subcommands, each resumable and writing to
 * ``baselines``: EM-1000 and PC-500 on the networks at the same N (long: run it with nohup; more
   processes with ``PEERS_HELPER=1`` take chunks from the end).
 * ``defaults``: per toy cell, the best peer against sdelab's best sampler on its default
-  grid.
+  grid and end time (``--kind deterministic`` or ``stochastic``; ``--csv`` picks the results
+  file: the stochastic cells are also run with ``toys --n 10000 --kinds stochastic --csv
+  toys-n10000-<problem>.csv``, whose Monte-Carlo floor is 5x lower than at the default n = 2000).
+* ``nets --which target`` / ``nets-target``: issue 14's side by side on the networks at 5, 10,
+  20 and 50 NFE (sdelab as ``sample_from_checkpoint`` runs it, the peers' best configurations),
+  and its table.
 * ``report`` / ``plot``: markdown tables and figures from the csv files; ``publish`` copies the
   network results to ``checkpoints/results/samplers-n1000-*.csv``, where the book reads them.
 
@@ -387,8 +392,7 @@ class Toy:
         g = torch.Generator().manual_seed(seed)
         self.score_fn = gm.score_fn(sde)
         self.x_T = sde.perturb(gm.sample(n, g), sde.T, generator=g)[0]
-        ref = smp.probability_flow_rk45(self.score_fn, sde, self.x_T, rtol=1e-10, atol=1e-10, method="DOP853")
-        self.reference = smp.denoise(self.score_fn, sde, ref.x, sde.eps)
+        self._reference = None
         self.target = self.exact(n, g)
         self.gaussian = gm.num_components == 1
         if self.gaussian:  # D(x) = m + (I - s^2 S^-1)(x - a m)/a is linear: its law in closed form
@@ -399,6 +403,16 @@ class Toy:
             self.mean, self.cov = mean, M @ S @ M.T / a**2
         fl = [self.distance(self.exact(n, g)) for _ in range(10)]
         self.floor = float(np.median(fl)), float(np.quantile(fl, 0.9))
+
+    @property
+    def reference(self):
+        """The tight reference solve of the same prior draws (computed on first use)."""
+        if self._reference is None:
+            sde = self.sde
+            ref = smp.probability_flow_rk45(self.score_fn, sde, self.x_T, rtol=1e-10, atol=1e-10,
+                                            method="DOP853")
+            self._reference = smp.denoise(self.score_fn, sde, ref.x, sde.eps)
+        return self._reference
 
     def exact(self, n, g):
         x = self.sde.perturb(self.gm.sample(n, g), self.sde.eps, generator=g)[0]
@@ -442,7 +456,7 @@ def cmd_toys(args) -> None:
     from sdelab import make_sde
     from sdelab.toy import ring_mixture
 
-    path = OUT / "toys.csv"
+    path = OUT / args.csv
     done = {(r["problem"], r["sde"], r["library"], r["sampler"], r["grid"], r["steps"], r["t_end"])
             for r in read_rows(path)}
     problems = {"ring-2d": lambda: ring_mixture(8, 4.0, 0.5), "gauss-16d": gauss_16d}
@@ -457,6 +471,8 @@ def cmd_toys(args) -> None:
                         if (pname, sde_name, e.library, e.sampler, e.grid, str(e.steps), te) in done:
                             continue
                         if args.only and not any(o in e.label for o in args.only):
+                            continue
+                        if e.kind not in args.kinds:
                             continue
                         if toy is None:
                             toy = Toy(pname, problems[pname](), sde, n=args.n)
@@ -474,7 +490,8 @@ def cmd_toys(args) -> None:
                             dist = "nan"
                         row = dict(problem=pname, sde=sde_name, library=e.library, sampler=e.sampler,
                                    grid=e.grid, kind=e.kind, steps=e.steps, nfe=counter.nfe, t_end=te,
-                                   path_rms=f"{((x - toy.reference) ** 2).sum(1).mean().sqrt().item():.3e}",
+                                   path_rms="" if e.kind == "stochastic" else
+                                   f"{((x - toy.reference) ** 2).sum(1).mean().sqrt().item():.3e}",
                                    distance=dist, metric=toy.metric,
                                    floor_median=f"{toy.floor[0]:.3e}", floor_q90=f"{toy.floor[1]:.3e}")
                         append_row(path, TOY_FIELDS, row)
@@ -637,21 +654,23 @@ def net_entries(budget: int, which: str, net: str | None = None):
 
     "target" (issue 14's side by side): sdelab's UniPC and DPM-Solver++(2M) SDE as
     :func:`sdelab.generate.sample_from_checkpoint` runs them (the measured end time
-    ``learned_t_end`` on its grid ``LEARNED_GRID``), diffusers' multistep schedulers on their
+    ``learned_t_end`` on the grid ``learned_grid``), diffusers' multistep schedulers on their
     own linspace timesteps (last evaluation at t ~ T/S, then the jump to sigma = 0), and
     k-diffusion's 2M / 2M SDE given the
     same measured end time on the time-uniform grid (their best configuration measured in
     nets_tend.csv). At 5 and 50 NFE only the default of each library and kind.
     """
     if which == "target":
-        from sdelab.generate import LEARNED_GRID, learned_t_end
+        from sdelab.generate import learned_grid, learned_t_end
 
         sde = net_state(net).sde
         te_det, te_sto = learned_t_end(sde, "unipc"), learned_t_end(sde, "dpmpp_2m_sde")
-        out = [sdelab_entry("unipc", budget, LEARNED_GRID["unipc"], te_det),
-               sdelab_entry("dpmpp_2m_sde", budget, LEARNED_GRID["dpmpp_2m_sde"], te_sto),
+        grid_sto = learned_grid(sde, "dpmpp_2m_sde")
+        out = [sdelab_entry("unipc", budget, learned_grid(sde, "unipc"), te_det),
+               sdelab_entry("dpmpp_2m_sde", budget, grid_sto, te_sto),
                diffusers_entry("unipc-2", budget), diffusers_entry("dpmpp_2m_sde", budget),
-               kdiff_entry("dpmpp_2m_sde", budget, "uniform", te_sto)]
+               kdiff_entry("dpmpp_2m_sde", budget, "uniform", te_sto),
+               kdiff_entry("dpmpp_2m_sde", budget, grid_sto, te_sto)]
         if budget in TARGET_NETS_ALL:  # + the samplers' own default grids (chosen on the toys)
             default = {**sdelab_defaults(), **sdelab_defaults("stochastic")}
             out += [diffusers_entry("unipc-3", budget), diffusers_entry("dpmpp_2m", budget),
@@ -877,7 +896,7 @@ def cmd_defaults(args) -> None:
     default = sdelab_defaults(args.kind)
     best: dict = {}
     floor: dict = {}
-    for r in read_rows(OUT / "toys.csv"):
+    for r in read_rows(OUT / args.csv):
         if r["kind"] != args.kind or r["t_end"] or r[value] in ("", "nan"):
             continue
         floor[(r["problem"], r["sde"])] = float(r["floor_q90"])
@@ -918,18 +937,20 @@ def cmd_defaults(args) -> None:
 
 def cmd_nets_target(args) -> None:
     """Per network, kind and NFE: the best peer vs sdelab as ``sample_from_checkpoint`` runs it
-    (UniPC / the 2M SDE at the measured end time on ``LEARNED_GRID``), classifier FD at N = 1000
+    (UniPC / the 2M SDE at the measured end time on ``learned_grid``), classifier FD at N = 1000
     from the same prior noise; and sdelab's 21-NFE FD against the converged ODE's (RK45)."""
-    from sdelab.generate import LEARNED_GRID
+    from sdelab import make_sde
+    from sdelab.generate import learned_grid
 
     rows = [r for r in read_rows(OUT / "nets.csv") if r["net"] in args.nets]
-    mine = {"deterministic": ("unipc", LEARNED_GRID["unipc"]),
-            "stochastic": ("dpmpp_2m_sde", LEARNED_GRID["dpmpp_2m_sde"])}
     print("| net | kind | NFE | best peer | FD | sdelab (sample_from_checkpoint) | FD "
           "| peer / sdelab |")
     print("|---|---|---|---|---|---|---|---|")
     ratios = []
     for net in args.nets:
+        sde = make_sde(net)
+        mine = {"deterministic": ("unipc", learned_grid(sde, "unipc")),
+                "stochastic": ("dpmpp_2m_sde", learned_grid(sde, "dpmpp_2m_sde"))}
         for kind in ("deterministic", "stochastic"):
             for nfe in sorted({int(r["nfe"]) for r in rows if r["net"] == net}):
                 cell = [r for r in rows if r["net"] == net and r["kind"] == kind and int(r["nfe"]) == nfe]
@@ -952,6 +973,7 @@ def cmd_nets_target(args) -> None:
               f"{len(ratios)} cells")
     tend = read_rows(OUT / "nets_tend.csv")
     for net in args.nets:
+        mine = {"deterministic": ("unipc", learned_grid(make_sde(net), "unipc"))}
         rk = {r["t_end"]: float(r["fd"]) for r in tend if r["net"] == net and r["sampler"] == "rk45"}
         own = [r for r in rows if r["net"] == net and r["library"] == "sdelab" and r["nfe"] == "21"
                and (r["sampler"], r["grid"]) == mine["deterministic"] and r["t_end"]]
@@ -997,7 +1019,8 @@ def cmd_plot(args) -> None:
         axes[1, -1].legend(fontsize=5, loc="upper right", ncol=2)
         fig.tight_layout()
         fig.savefig(OUT / "toys.png", dpi=110)
-    nets = read_rows(OUT / "nets.csv")
+    nets = [dict(r, grid=f"{r['grid']}, t_end {float(r['t_end']):.3g}") if r["t_end"] else r
+            for r in read_rows(OUT / "nets.csv")]
     for r in read_rows(OUT / "nets_tend.csv"):  # the end-time runs, labelled by t_end
         if r["sampler"] != "rk45":
             nets.append(dict(r, grid=f"{r['grid']}, t_end {r['t_end']}"))
@@ -1047,6 +1070,8 @@ def main(argv=None) -> int:
     t.add_argument("--t-ends", nargs="*", type=float, default=[])
     t.add_argument("--only", nargs="*", default=[], help="labels containing one of these")
     t.add_argument("--n", type=int, default=2000)
+    t.add_argument("--kinds", nargs="+", default=["deterministic", "stochastic"])
+    t.add_argument("--csv", default="toys.csv", help="file in benchmarks/results/peers/ (one per --n)")
     n = sub.add_parser("nets", help="shipped networks: FD at N = 1000 per sampler and budget")
     n.add_argument("--nets", nargs="+", default=["vp-linear", "vp-cosine"])
     n.add_argument("--budgets", nargs="+", type=int, default=[10, 20])
@@ -1065,6 +1090,7 @@ def main(argv=None) -> int:
     dfl = sub.add_parser("defaults", help="toys: best peer vs sdelab, default grids")
     dfl.add_argument("--nfe", nargs="+", type=int, default=[11, 21])
     dfl.add_argument("--kind", default="deterministic", choices=["deterministic", "stochastic"])
+    dfl.add_argument("--csv", default="toys.csv")
     nt = sub.add_parser("nets-target", help="networks: best peer vs sdelab's default, per NFE")
     nt.add_argument("--nets", nargs="+", default=["vp-linear", "vp-cosine"])
     sub.add_parser("plot", help="toys.png and nets.png from the csv files")

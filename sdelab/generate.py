@@ -27,7 +27,7 @@ import torch
 
 from . import checks
 
-__all__ = ["END_NOISE", "LEARNED_GRID", "MAX_STEPS", "Samples", "learned_t_end", "sample_from_checkpoint", "sampler_names"]
+__all__ = ["END_NOISE", "LEARNED_GRID", "MAX_STEPS", "Samples", "learned_grid", "learned_t_end", "sample_from_checkpoint", "sampler_names"]
 
 MAX_STEPS = 100_000
 """The most sampler steps :func:`sample_from_checkpoint` accepts (1e5 steps of a 1 M-parameter
@@ -56,14 +56,28 @@ Samplers not measured with an early end (Euler-Maruyama, reverse diffusion, pred
 EDM's stochastic sampler) end at ``sde.eps``, as every stored result in checkpoints/results does."""
 
 
-LEARNED_GRID = {"dpmpp_2m": "uniform", "unipc": "uniform", "dpmpp_2m_sde": "uniform"}
-"""``sampler -> grid`` on which :data:`END_NOISE` was measured for it, and which
-:func:`sample_from_checkpoint` uses with the measured end time (``t_end=None``) unless ``grid=`` is
-given. The end time and the grid are one configuration: on the shipped networks (N = 1000, same
-prior noise, checkpoints/results/samplers-n1000-nets.csv) the time-uniform grid stopped at the
-measured end beat the samplers' own default grids (chosen on exact scores, run to ``eps``): UniPC
-at 11 NFE FD 0.326 vs 0.340 (``"mixed"``) on VP-linear, 0.729 vs 0.792 on VP-cosine; the 2M SDE
-0.253 vs 0.322 (``"log_snr"``) on VP-linear."""
+LEARNED_GRID = {
+    ("dpmpp_2m", "vp-linear"): "uniform",
+    ("unipc", "vp-linear"): "uniform",
+    ("unipc", "vp-cosine"): "uniform",
+    ("dpmpp_2m_sde", "vp-linear"): "uniform",
+    ("dpmpp_2m_sde", "vp-cosine"): "log_snr",
+}
+"""``(sampler, SDE name) -> grid`` measured with the end time of :data:`END_NOISE`, which
+:func:`sample_from_checkpoint` uses with the measured end time (``t_end=None``) unless ``grid=``
+is given (:func:`learned_grid`). The end time and the grid are one configuration. On the shipped
+networks (N = 1000, same prior noise, checkpoints/results/samplers-n1000-nets.csv), stopped at the
+measured end: UniPC at 11 / 21 NFE, FD 0.326 / 0.340 on the time-uniform grid vs 0.340 / 0.340 on
+its default ``"mixed"`` on VP-linear, 0.729 / 0.903 vs 0.792 / 0.942 on VP-cosine; the 2M SDE
+0.253 / 0.226 (uniform) vs 0.322 / 0.254 (its default ``"log_snr"``) on VP-linear, but 0.468 /
+0.369 vs 0.416 / 0.253 on VP-cosine. Pairs not measured take the time-uniform grid, on which the
+end times were measured."""
+
+
+def learned_grid(sde, sampler: str) -> str:
+    """The grid :func:`sample_from_checkpoint` uses for ``sampler`` with the measured end time
+    (:data:`LEARNED_GRID`; ``"uniform"`` for the pairs not measured)."""
+    return LEARNED_GRID.get((sampler, sde.name), "uniform")
 
 
 def learned_t_end(sde, sampler: str) -> float:
@@ -151,8 +165,8 @@ def sample_from_checkpoint(
         label: class label for a class-conditional checkpoint (``None``: unconditional).
         denoise: finish with the samplers' Tweedie step (one more NFE).
         t_end: where the sampler stops (before the Tweedie step); ``None``: the measured
-            :func:`learned_t_end` of this sampler and the checkpoint's SDE, on the grid it was
-            measured on (:data:`LEARNED_GRID`) unless ``grid=`` is given. Pass ``sde.eps`` to
+            :func:`learned_t_end` of this sampler and the checkpoint's SDE, on the grid measured
+            with it (:func:`learned_grid`) unless ``grid=`` is given. Pass ``sde.eps`` to
             integrate to the end of the time range (the protocol of checkpoints/results).
         device: where to sample (default: the network's device, CPU for a freshly loaded one).
         progress: a tqdm bar counting score evaluations; ``None`` shows it only when stderr is a
@@ -199,8 +213,8 @@ def sample_from_checkpoint(
     shape = (cfg["in_channels"], cfg["image_size"], cfg["image_size"])
     if t_end is None:
         t_end = learned_t_end(ckpt.sde, sampler)
-        if sampler in LEARNED_GRID and "grid" not in sampler_kwargs:
-            sampler_kwargs = dict(sampler_kwargs, grid=LEARNED_GRID[sampler])
+        if sampler in {k for k, _ in LEARNED_GRID} and "grid" not in sampler_kwargs:
+            sampler_kwargs = dict(sampler_kwargs, grid=learned_grid(ckpt.sde, sampler))
     t_end = checks.real(t_end, "t_end")
     if not ckpt.sde.eps <= t_end < ckpt.sde.T:
         raise ValueError(f"t_end must be in [sde.eps, sde.T) = [{ckpt.sde.eps:g}, {ckpt.sde.T:g}), got {t_end!r}")

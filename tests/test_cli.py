@@ -109,7 +109,7 @@ def test_learned_end_time_comes_with_its_grid(tmp_path, monkeypatch):
     # sample_from_checkpoint stops at the measured end on the grid it was measured on
     # (LEARNED_GRID), unless a grid is given; an explicit t_end keeps the sampler's own grid
     from sdelab import samplers
-    from sdelab.generate import LEARNED_GRID, learned_t_end, sample_from_checkpoint
+    from sdelab.generate import LEARNED_GRID, learned_grid, learned_t_end, sample_from_checkpoint
 
     main(_train_args(tmp_path))
     seen = []
@@ -125,8 +125,12 @@ def test_learned_end_time_comes_with_its_grid(tmp_path, monkeypatch):
     sample_from_checkpoint(ck, 2, sampler="unipc", steps=4, grid="log_snr")
     sample_from_checkpoint(ck, 2, sampler="unipc", steps=4, t_end=0.2)
     t = learned_t_end(make_sde("ve"), "unipc")
-    assert seen == [(t, LEARNED_GRID["unipc"]), (t, "log_snr"), (0.2, None)]
-    assert set(LEARNED_GRID) <= set(samplers.SAMPLERS)
+    assert seen == [(t, learned_grid(make_sde("ve"), "unipc")), (t, "log_snr"), (0.2, None)]
+    # measured pairs give their grid, the others the time-uniform grid the end times used
+    assert learned_grid(make_sde("vp-cosine"), "dpmpp_2m_sde") == "log_snr"
+    assert learned_grid(make_sde("ve"), "unipc") == "uniform"
+    assert {s for s, _ in LEARNED_GRID} <= set(samplers.SAMPLERS)
+    assert set(LEARNED_GRID.values()) <= set(samplers.GRIDS)
 
 
 def test_learned_end_times_are_the_measured_noise_levels():

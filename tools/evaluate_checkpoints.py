@@ -62,7 +62,9 @@ SAMPLERS = {
     # noise level END_NOISE names for this SDE, then the Tweedie step), on the grid uniform in t
     # that the end-time measurements used (there the grid hardly matters: DPM-Solver++(2M), 11 NFE,
     # fashion-vp-linear, t_end 0.1: FD 0.3563 on it, 0.3562 on the log-SNR grid; N = 1000)
-    "unipc-10": ("unipc", {"steps": 10, "order": 2, "grid": "uniform", "t_end": "learned"}),
+    # UniPC in sdelab's default order (3) and with its final jump rule (issue 14); the entries
+    # before that used order 2 with a first-order last grid step
+    "unipc-10": ("unipc", {"steps": 10, "grid": "uniform", "t_end": "learned"}),
     "2m-sde-20": ("dpmpp_2m_sde", {"steps": 20, "grid": "uniform", "t_end": "learned"}),
 }
 """``name -> (sampler, settings)``. Without ``"t_end"`` a setting integrates to ``sde.eps`` (every entry
