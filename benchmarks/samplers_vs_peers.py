@@ -656,9 +656,9 @@ def net_entries(budget: int, which: str, net: str | None = None):
     :func:`sdelab.generate.sample_from_checkpoint` runs them (the measured end time
     ``learned_t_end`` on the grid ``learned_grid``), diffusers' multistep schedulers on their
     own linspace timesteps (last evaluation at t ~ T/S, then the jump to sigma = 0), and
-    k-diffusion's 2M / 2M SDE given the
-    same measured end time on the time-uniform grid (their best configuration measured in
-    nets_tend.csv). At 5 and 50 NFE only the default of each library and kind.
+    k-diffusion's 2M / 2M SDE given sdelab's measured end time, on the time-uniform grid (their
+    best configuration in nets_tend.csv) and the 2M SDE also on sdelab's grid (the same
+    algorithm: it ties). At 10 and 20 NFE also sdelab's samplers on their own default grids.
     """
     if which == "target":
         from sdelab.generate import learned_grid, learned_t_end
@@ -878,11 +878,6 @@ def sdelab_defaults(kind: str = "deterministic") -> dict:
         if all(p in sig and sig[p].default == v for p, v in kw.items()):
             out[name] = sig["grid"].default
     return out
-
-
-def sdelab_sde_default_grid() -> str:
-    """The default grid of sdelab's DPM-Solver++(2M) SDE."""
-    return sdelab_defaults("stochastic")["dpmpp_2m_sde"]
 
 
 def cmd_defaults(args) -> None:

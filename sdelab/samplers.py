@@ -84,6 +84,7 @@ __all__ = [
     "MAX_STEPS",
     "BETA_I_MAX",
     "LOWER_ORDER_FINAL_BELOW",
+    "JUMP_RATIO",
     "MIXED_WEIGHT",
     "MIXED_FULL_BELOW",
     "SampleResult",
@@ -127,8 +128,9 @@ before, 3M at 20 steps had path error 0.95 (VP-linear) and 1.6 (sub-VP-linear) w
 """
 JUMP_RATIO = 2.0
 r"""A multistep sampler's last grid step counts as the final jump when it is more than this many
-times longer in :math:`\lambda` than the step before (the grids that end at ``sde.eps`` do, by
-3-7x at 10-20 steps: it carries the samples from small noise to almost none). Beyond it the
+times longer in :math:`\lambda` than the step before (the time-uniform and ``"mixed"`` grids
+that end at ``sde.eps`` do, by 3-7x at 10-20 steps: it carries the samples from small noise to
+almost none; the log-SNR grid's steps are equal). Beyond it the
 two-point extrapolation weight :math:`1/(2r)`, :math:`r = h_{i-1}/h_i`, of DPM-Solver++(2M)
 exceeds 1: the extrapolation would amplify the last difference of the data predictions instead
 of correcting with it. With ``lower_order_final`` the jump is taken at first order; when the
@@ -238,7 +240,7 @@ def multistep_t_end(sde: SDE) -> float:
     on to std 1.3e-4 at ``eps``, where a Tweedie step hardly moves the samples, so a grid to
     ``eps`` spends its final evaluation there in vain. Measured with exact scores
     (``benchmarks/samplers_vs_peers.py toys``): at 11 and 21 NFE the path error of UniPC on the
-    16-d Gaussian drops 2.3x and 2.3x, on the ring mixture 1.9x and 2.0x. On VP and sub-VP the
+    16-d Gaussian drops 2.3x and 2.7x, on the ring mixture 1.9x and 1.9x. On VP and sub-VP the
     grids end at ``eps`` (their std there is ~1e-3, and their last step is the jump,
     :data:`JUMP_RATIO`).
     """

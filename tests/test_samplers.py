@@ -901,8 +901,9 @@ def test_every_sampler_has_a_real_docstring_and_is_registered():
 def test_final_jump_is_the_tweedie_step_unless_the_grid_ends_with_one(name):
     # with final_denoise the Tweedie step is itself the first-order jump to zero noise: when the
     # grid's last step is no jump (ends early: lambda-steps within JUMP_RATIO), that step keeps
-    # its order (order 2 here = what lower_order_final=False does); a grid to eps ends with a
-    # lambda-step 3-7x its predecessor, which stays the first-order jump (DDIM for DPM-Solver++)
+    # its order (order 2 here = what lower_order_final=False does); the default "mixed" grid to
+    # eps ends with a lambda-step 3-7x its predecessor, which stays the first-order jump (DDIM
+    # for DPM-Solver++)
     sde = make_sde("vp-linear")
     score_fn = ORDER_MIX.score_fn(sde)
     x_T = sde.prior_sample((16, 2), torch.Generator().manual_seed(0), dtype=f64)
