@@ -89,7 +89,7 @@ def test_evaluation_writes_resumable_results(tmp_path, registry, capsys):
 
 def test_end_time_settings_record_where_they_stopped(tmp_path, registry):
     """A ``"t_end": "learned"`` setting stops at sdelab.generate.learned_t_end and says so."""
-    from sdelab.generate import learned_t_end
+    from sdelab.generate import learned_grid, learned_t_end
 
     tool = _tool()
     argv = ["--sdes", "vp-linear", "--samplers", "unipc-10", "2m-sde-20", "dpm2-10", "--num-samples", "10",
@@ -99,6 +99,10 @@ def test_end_time_settings_record_where_they_stopped(tmp_path, registry):
     sde = make_sde("vp-linear")
     assert res["unipc-10"]["settings"]["t_end"] == learned_t_end(sde, "unipc") > 10 * sde.eps
     assert res["2m-sde-20"]["settings"]["t_end"] == learned_t_end(sde, "dpmpp_2m_sde")
+    # and the grid measured with that end time, resolved and recorded
+    assert res["unipc-10"]["settings"]["grid"] == learned_grid(sde, "unipc") == "uniform"
+    assert res["2m-sde-20"]["settings"]["grid"] == learned_grid(sde, "dpmpp_2m_sde")
+    assert tool.resolved_settings(make_sde("vp-cosine"), "2m-sde-20")["grid"] == "log_snr"
     assert res["dpm2-10"]["settings"]["t_end"] == sde.eps  # the older settings: to eps
     assert (res["unipc-10"]["nfe"], res["2m-sde-20"]["nfe"]) == (11, 21)  # + the Tweedie step
     assert res["unipc-10"]["sampler"] == "unipc"

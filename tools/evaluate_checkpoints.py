@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sdelab import checkpoints, data, default_device, likelihood, metrics  # noqa: E402
-from sdelab.generate import learned_t_end, sample_from_checkpoint  # noqa: E402
+from sdelab.generate import learned_grid, learned_t_end, sample_from_checkpoint  # noqa: E402
 from sdelab.utils import atomic_write_text  # noqa: E402
 
 SDES = ("ve", "vp-linear", "vp-cosine", "subvp-linear", "subvp-cosine")
@@ -58,18 +58,18 @@ SAMPLERS = {
     "ode-rk45": ("probability_flow_rk45", {"rtol": 1e-5, "atol": 1e-5}),
     "em-1000": ("euler_maruyama", {"steps": 1000}),
     "pc-500": ("predictor_corrector", {"steps": 500, "snr": 0.16, "corrector_steps": 1}),
-    # the few-step samplers with the measured end time (sdelab.generate.learned_t_end: stop at the
-    # noise level END_NOISE names for this SDE, then the Tweedie step), on the grid uniform in t
-    # that the end-time measurements used (there the grid hardly matters: DPM-Solver++(2M), 11 NFE,
-    # fashion-vp-linear, t_end 0.1: FD 0.3563 on it, 0.3562 on the log-SNR grid; N = 1000)
-    # UniPC in sdelab's default order (3) and with its final jump rule (issue 14); the entries
-    # before that used order 2 with a first-order last grid step
-    "unipc-10": ("unipc", {"steps": 10, "grid": "uniform", "t_end": "learned"}),
-    "2m-sde-20": ("dpmpp_2m_sde", {"steps": 20, "grid": "uniform", "t_end": "learned"}),
+    # the few-step samplers as sample_from_checkpoint runs them: the measured end time
+    # (sdelab.generate.learned_t_end: stop at the noise level END_NOISE names for this SDE, then
+    # the Tweedie step) on the grid measured with it (sdelab.generate.learned_grid: time-uniform,
+    # log-SNR for the 2M SDE on VP-cosine); UniPC in sdelab's default order (3) and with its
+    # final-jump rule (issue 14; the entries before used order 2, a first-order last grid step)
+    "unipc-10": ("unipc", {"steps": 10, "grid": "learned", "t_end": "learned"}),
+    "2m-sde-20": ("dpmpp_2m_sde", {"steps": 20, "grid": "learned", "t_end": "learned"}),
 }
 """``name -> (sampler, settings)``. Without ``"t_end"`` a setting integrates to ``sde.eps`` (every entry
 computed before the end time was measured); ``"t_end": "learned"`` stops at
-:func:`sdelab.generate.learned_t_end` (the entry records the time)."""
+:func:`sdelab.generate.learned_t_end` and ``"grid": "learned"`` takes
+:func:`sdelab.generate.learned_grid` (the entry records both)."""
 
 
 def results_dir() -> Path:
@@ -146,11 +146,21 @@ def draw(ckpt, sampler_name: str, n: int, batch: int, seed: int, device):
     :func:`sdelab.generate.sample_from_checkpoint`: chunk ``i`` seeded with ``seed + i``, a final
     Tweedie step, clamped to [-1, 1] (the protocol of every stored result).
     """
-    fn_name, kwargs = SAMPLERS[sampler_name]
-    kwargs = {**kwargs, "t_end": resolved_t_end(ckpt.sde, sampler_name)}
+    kwargs = resolved_settings(ckpt.sde, sampler_name)
+    fn_name = SAMPLERS[sampler_name][0]
     res = sample_from_checkpoint(ckpt, n, sampler=fn_name, seed=seed, batch=batch, denoise=True,
                                  device=device, **kwargs)
     return res.images, res.nfe
+
+
+def resolved_settings(sde, sampler_name: str) -> dict:
+    """The setting's keyword arguments with ``"learned"`` resolved for ``sde`` (and ``t_end`` always
+    given: ``sde.eps`` for the settings that integrate to the end)."""
+    fn_name, kwargs = SAMPLERS[sampler_name]
+    kwargs = {**kwargs, "t_end": resolved_t_end(sde, sampler_name)}
+    if kwargs.get("grid") == "learned":
+        kwargs["grid"] = learned_grid(sde, fn_name)
+    return kwargs
 
 
 def resolved_t_end(sde, sampler_name: str) -> float:
@@ -181,7 +191,7 @@ def evaluate_sde(sde_name: str, args, classifier, test_stats, device, fid=None) 
         start = time.time()
         images, nfe = draw(ckpt, s, args.num_samples, args.batch, args.seed, device)
         entry = score_images(images, classifier, test_stats, device, fid)
-        settings = {**SAMPLERS[s][1], "t_end": resolved_t_end(ckpt.sde, s)}
+        settings = resolved_settings(ckpt.sde, s)
         entry.update(nfe=nfe, seed=args.seed, settings=settings, sampler=SAMPLERS[s][0],
                      device=device_name(device))
         entry["wall_time_s"] = time.time() - start
