@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import math
 import os
 import sys
@@ -392,7 +393,6 @@ class Toy:
         g = torch.Generator().manual_seed(seed)
         self.score_fn = gm.score_fn(sde)
         self.x_T = sde.perturb(gm.sample(n, g), sde.T, generator=g)[0]
-        self._reference = None
         self.target = self.exact(n, g)
         self.gaussian = gm.num_components == 1
         if self.gaussian:  # D(x) = m + (I - s^2 S^-1)(x - a m)/a is linear: its law in closed form
@@ -404,15 +404,13 @@ class Toy:
         fl = [self.distance(self.exact(n, g)) for _ in range(10)]
         self.floor = float(np.median(fl)), float(np.quantile(fl, 0.9))
 
-    @property
+    @functools.cached_property
     def reference(self):
         """The tight reference solve of the same prior draws (computed on first use)."""
-        if self._reference is None:
-            sde = self.sde
-            ref = smp.probability_flow_rk45(self.score_fn, sde, self.x_T, rtol=1e-10, atol=1e-10,
-                                            method="DOP853")
-            self._reference = smp.denoise(self.score_fn, sde, ref.x, sde.eps)
-        return self._reference
+        sde = self.sde
+        ref = smp.probability_flow_rk45(self.score_fn, sde, self.x_T, rtol=1e-10, atol=1e-10,
+                                        method="DOP853")
+        return smp.denoise(self.score_fn, sde, ref.x, sde.eps)
 
     def exact(self, n, g):
         x = self.sde.perturb(self.gm.sample(n, g), self.sde.eps, generator=g)[0]
@@ -937,21 +935,23 @@ def cmd_nets_target(args) -> None:
     from sdelab import make_sde
     from sdelab.generate import learned_grid
 
+    def mine(net):  # sdelab's entries as sample_from_checkpoint runs them on this network
+        sde = make_sde(net)
+        return {"deterministic": ("unipc", learned_grid(sde, "unipc")),
+                "stochastic": ("dpmpp_2m_sde", learned_grid(sde, "dpmpp_2m_sde"))}
+
     rows = [r for r in read_rows(OUT / "nets.csv") if r["net"] in args.nets]
     print("| net | kind | NFE | best peer | FD | sdelab (sample_from_checkpoint) | FD "
           "| peer / sdelab |")
     print("|---|---|---|---|---|---|---|---|")
     ratios = []
     for net in args.nets:
-        sde = make_sde(net)
-        mine = {"deterministic": ("unipc", learned_grid(sde, "unipc")),
-                "stochastic": ("dpmpp_2m_sde", learned_grid(sde, "dpmpp_2m_sde"))}
         for kind in ("deterministic", "stochastic"):
             for nfe in sorted({int(r["nfe"]) for r in rows if r["net"] == net}):
                 cell = [r for r in rows if r["net"] == net and r["kind"] == kind and int(r["nfe"]) == nfe]
                 peers = [r for r in cell if r["library"] != "sdelab"]
                 own = [r for r in cell if r["library"] == "sdelab" and r["t_end"]
-                       and (r["sampler"], r["grid"]) == mine[kind]]
+                       and (r["sampler"], r["grid"]) == mine(net)[kind]]
                 if not peers or not own:
                     continue
                 p = min(peers, key=lambda r: float(r["fd"]))
@@ -968,10 +968,9 @@ def cmd_nets_target(args) -> None:
               f"{len(ratios)} cells")
     tend = read_rows(OUT / "nets_tend.csv")
     for net in args.nets:
-        mine = {"deterministic": ("unipc", learned_grid(make_sde(net), "unipc"))}
         rk = {r["t_end"]: float(r["fd"]) for r in tend if r["net"] == net and r["sampler"] == "rk45"}
         own = [r for r in rows if r["net"] == net and r["library"] == "sdelab" and r["nfe"] == "21"
-               and (r["sampler"], r["grid"]) == mine["deterministic"] and r["t_end"]]
+               and (r["sampler"], r["grid"]) == mine(net)["deterministic"] and r["t_end"]]
         if rk and own:
             fd21 = float(own[0]["fd"])
             print(f"{net}: sdelab UniPC 21 NFE FD {fd21:.3f}; converged RK45 to eps {rk[min(rk, key=float)]:.3f}"

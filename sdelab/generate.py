@@ -70,13 +70,16 @@ networks (N = 1000, same prior noise, checkpoints/results/samplers-n1000-nets.cs
 measured end: UniPC at 11 / 21 NFE, FD 0.326 / 0.340 on the time-uniform grid vs 0.340 / 0.340 on
 its default ``"mixed"`` on VP-linear, 0.729 / 0.903 vs 0.792 / 0.942 on VP-cosine; the 2M SDE
 0.253 / 0.226 (uniform) vs 0.322 / 0.254 (its default ``"log_snr"``) on VP-linear, but 0.468 /
-0.369 vs 0.416 / 0.253 on VP-cosine. Pairs not measured take the time-uniform grid, on which the
-end times were measured."""
+0.369 vs 0.416 / 0.253 on VP-cosine. For these samplers the SDEs not measured take the
+time-uniform grid, on which the end times were measured; other samplers keep their own default."""
 
 
-def learned_grid(sde, sampler: str) -> str:
-    """The grid :func:`sample_from_checkpoint` uses for ``sampler`` with the measured end time
-    (:data:`LEARNED_GRID`; ``"uniform"`` for the pairs not measured)."""
+def learned_grid(sde, sampler: str) -> str | None:
+    """The grid :func:`sample_from_checkpoint` uses for ``sampler`` with the measured end time:
+    :data:`LEARNED_GRID`'s, ``"uniform"`` for an SDE not measured, ``None`` (the sampler's own
+    default) for a sampler not named there."""
+    if not any(name == sampler for name, _ in LEARNED_GRID):
+        return None
     return LEARNED_GRID.get((sampler, sde.name), "uniform")
 
 
@@ -213,8 +216,9 @@ def sample_from_checkpoint(
     shape = (cfg["in_channels"], cfg["image_size"], cfg["image_size"])
     if t_end is None:
         t_end = learned_t_end(ckpt.sde, sampler)
-        if sampler in {k for k, _ in LEARNED_GRID} and "grid" not in sampler_kwargs:
-            sampler_kwargs = dict(sampler_kwargs, grid=learned_grid(ckpt.sde, sampler))
+        grid = learned_grid(ckpt.sde, sampler)
+        if grid is not None and "grid" not in sampler_kwargs:
+            sampler_kwargs = dict(sampler_kwargs, grid=grid)
     t_end = checks.real(t_end, "t_end")
     if not ckpt.sde.eps <= t_end < ckpt.sde.T:
         raise ValueError(f"t_end must be in [sde.eps, sde.T) = [{ckpt.sde.eps:g}, {ckpt.sde.T:g}), got {t_end!r}")

@@ -129,6 +129,7 @@ def test_learned_end_time_comes_with_its_grid(tmp_path, monkeypatch):
     # measured pairs give their grid, the others the time-uniform grid the end times used
     assert learned_grid(make_sde("vp-cosine"), "dpmpp_2m_sde") == "log_snr"
     assert learned_grid(make_sde("ve"), "unipc") == "uniform"
+    assert learned_grid(make_sde("vp-linear"), "heun") is None  # keeps its own default
     assert {s for s, _ in LEARNED_GRID} <= set(samplers.SAMPLERS)
     assert set(LEARNED_GRID.values()) <= set(samplers.GRIDS)
 
