@@ -271,6 +271,7 @@ NEW_SDELAB = {
     "euler": ("euler", 1, {}, "deterministic"),
     "heun_sigma": ("heun", 2, {}, "deterministic"),
     "dpmpp_2m_sde": ("dpmpp_2m_sde", 1, {}, "stochastic"),
+    "dpmpp_3m_sde": ("dpmpp_3m_sde", 1, {}, "stochastic"),
     "edm_stochastic": ("edm_stochastic", 2, {}, "stochastic"),
 }
 KDIFF = {  # name -> (NFE per step, kind); the last interval (to sigma = 0) costs one NFE
@@ -675,7 +676,9 @@ def net_entries(budget: int, which: str, net: str | None = None):
                     kdiff_entry("dpmpp_2m", budget, "uniform", te_det),
                     sdelab_entry("unipc", budget, default["unipc"], te_det),
                     sdelab_entry("unipc-2", budget, "uniform", te_det),
-                    sdelab_entry("dpmpp_2m_sde", budget, default["dpmpp_2m_sde"], te_sto)]
+                    sdelab_entry("dpmpp_2m_sde", budget, default["dpmpp_2m_sde"], te_sto),
+                    sdelab_entry("dpmpp_3m_sde", budget, grid_sto, te_sto),
+                    kdiff_entry("dpmpp_3m_sde", budget, grid_sto, te_sto)]
         return [e for e in out if e is not None]
     if which == "new":  # sdelab's multistep samplers, once sdelab.samplers has them
         out = []

@@ -14,6 +14,8 @@ import inspect
 import math
 from functools import lru_cache
 
+import numpy as np
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -38,6 +40,7 @@ SAMPLERS = {
     "reverse_diffusion": (smp.reverse_diffusion, 1, {}),
     "predictor_corrector": (smp.predictor_corrector, 2, {}),
     "dpmpp_2m_sde": (smp.dpmpp_2m_sde, 1, {}),
+    "dpmpp_3m_sde": (smp.dpmpp_3m_sde, 1, {}),
     "edm_stochastic": (smp.edm_stochastic, 2, {}),
     "euler": (smp.euler, 1, {}),
     "heun": (smp.heun, 2, {}),
@@ -50,9 +53,10 @@ SAMPLERS = {
     "unipc-2": (smp.unipc, 1, {"order": 2}),
     "unipc-3": (smp.unipc, 1, {"order": 3}),
 }
-STOCHASTIC = ("euler_maruyama", "reverse_diffusion", "predictor_corrector", "dpmpp_2m_sde", "edm_stochastic")
+STOCHASTIC = ("euler_maruyama", "reverse_diffusion", "predictor_corrector", "dpmpp_2m_sde", "dpmpp_3m_sde",
+              "edm_stochastic")
 # global order: weak order for the SDE samplers (the EDM churn sampler is first order in its noise)
-ORDER = {"euler_maruyama": 1, "reverse_diffusion": 1, "predictor_corrector": 1, "dpmpp_2m_sde": 1,
+ORDER = {"euler_maruyama": 1, "reverse_diffusion": 1, "predictor_corrector": 1, "dpmpp_2m_sde": 1, "dpmpp_3m_sde": 1,
          "edm_stochastic": 1, "euler": 1, "heun": 2, "probability_flow_euler": 1, "heun_t": 2, "dpm_solver-1": 1,
          "dpm_solver-2": 2, "dpmpp_2m": 2, "dpmpp_3m": 3, "unipc-2": 3, "unipc-3": 4}
 
@@ -143,9 +147,12 @@ def test_mixed_grid_rejects_bad_arguments():
 
 
 def test_multistep_defaults_are_what_the_docstrings_say():
-    for fn in (smp.dpmpp_2m, smp.dpmpp_3m, smp.unipc):
+    for fn in (smp.dpmpp_2m, smp.dpmpp_3m, smp.unipc, smp.dpmpp_2m_sde):
         assert inspect.signature(fn).parameters["grid"].default == "mixed", fn.__name__
         assert 'Default grid ``"mixed"``' in fn.__doc__, fn.__name__
+    for fn in (smp.dpmpp_2m, smp.dpmpp_3m, smp.unipc, smp.dpmpp_2m_sde, smp.dpmpp_3m_sde):
+        assert inspect.signature(fn).parameters["lower_order_final"].default is True, fn.__name__
+    assert inspect.signature(smp.dpmpp_3m_sde).parameters["grid"].default == "mixed"
     assert inspect.signature(smp.unipc).parameters["order"].default == 3
     assert "default 3" in smp.unipc.__doc__
     # and the defaults are what runs: the same samples as the explicit call
@@ -772,7 +779,83 @@ def test_multistep_warm_start_and_lower_order_final(name):
     assert torch.equal(many[0], many[1])
 
 
-@pytest.mark.parametrize("name", ["dpmpp_2m", "dpmpp_3m", "unipc-2", "unipc-3", "dpmpp_2m_sde"])
+def _quadratic_data(sde, q):
+    """A score whose data prediction is D(x, t) = q(lambda(t)) for every x: s = (alpha q - x)/sigma^2."""
+    def score_fn(x, t):
+        a, s = sde.marginal_coeffs(t[:1])
+        lam = (torch.log(a) - torch.log(s)).item()
+        return (a.item() * q(lam) - x) / s.item() ** 2
+    return score_fn
+
+
+@pytest.mark.parametrize("sde_name", ["ve", "vp-linear", "subvp-cosine"])
+def test_sde_multistep_integrates_a_polynomial_data_prediction_exactly(sde_name):
+    # SDE-DPM-Solver++(kM) solves dx = [exact linear part] + 2 alpha e^{-2(lambda' - lambda)} D d(lambda)
+    # + noise. The update is affine in the D's and the noise is drawn the same way whatever D is,
+    # so (run with D = q) - (run with D = 0) cancels the noise and must equal the drift integral
+    # alpha_{i+1} int 2 e^{-2(lambda_{i+1} - lambda)} q(lambda) d(lambda), propagated by the linear
+    # part (sigma_{i+1}/sigma_i) e^{-h}. The 3M step is exact for q of degree <= 2 once three
+    # predictions are held: its D'' coefficient is the Taylor one, 2 phi_3(2h) (halving
+    # it, as k-diffusion's sample_dpmpp_3m_sde does, leaves an error ~1e-3 here); its 2-point warm-up
+    # and the 2M SDE use the midpoint form 1/2 (1 - e^{-2h}) D^(1), exact for constants only
+    # (without lower_order_final, which lowers the last two steps' order at S < 25).
+    sde = make_sde(sde_name)
+    x_T = sde.prior_sample((3, 2), torch.Generator().manual_seed(0), dtype=f64)
+    times = smp.time_grid(sde, 9, "log_snr")
+    coef = [tuple(v.item() for v in sde.marginal_coeffs(torch.tensor([t], dtype=f64))) for t in times]
+    lam = [math.log(a / s) for a, s in coef]
+    nodes, weights = np.polynomial.legendre.leggauss(12)  # exact for the degree-2 q times a smooth kernel
+    q = {0: lambda u: 0.7, 1: lambda u: 0.7 - 0.3 * u, 2: lambda u: 0.7 - 0.3 * u + 0.05 * u**2}
+
+    def exact_step(i, q_fn):
+        lo, hi = lam[i], lam[i + 1]
+        u = (hi - lo) / 2 * nodes + (hi + lo) / 2
+        return coef[i + 1][0] * (hi - lo) / 2 * sum(w * 2 * math.exp(-2 * (hi - v)) * q_fn(v)
+                                                      for v, w in zip(u, weights))
+
+    for fn, k in ((smp.dpmpp_2m_sde, 2), (smp.dpmpp_3m_sde, 3)):
+        for degree in range(3):
+            runs = [fn(sf, sde, x_T, grid=times, generator=7, lower_order_final=False,
+                       return_trajectory=True).trajectory
+                    for sf in (_quadratic_data(sde, q[degree]), _quadratic_data(sde, lambda u: 0.0))]
+            drift = runs[0] - runs[1]
+            for i in range(len(times) - 1):
+                decay = coef[i + 1][1] / coef[i][1] * math.exp(lam[i] - lam[i + 1])
+                err = (drift[i + 1] - decay * drift[i] - exact_step(i, q[degree])).abs().max().item()
+                exact = degree == 0 or (k == 3 and i >= 2)
+                # round-off (VE's lambda spans 11 units): < 1e-7; a truncation error: > 1e-5
+                assert err < 1e-7 if exact else err > 1e-5, (fn.__name__, degree, i, err)
+
+
+def test_sde_multistep_first_steps_and_lower_order_final():
+    sde = make_sde("vp-cosine")
+    score_fn = ORDER_MIX.score_fn(sde)
+    x_T = sde.prior_sample((16, 2), torch.Generator().manual_seed(0), dtype=f64)
+    two = smp.dpmpp_2m_sde(score_fn, sde, x_T, steps=12, generator=3, return_trajectory=True)
+    three = smp.dpmpp_3m_sde(score_fn, sde, x_T, steps=12, generator=3, return_trajectory=True)
+    # the 3M SDE's first two steps are the 2M SDE's (one, then two predictions held)
+    torch.testing.assert_close(three.trajectory[:3], two.trajectory[:3], rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(three.trajectory[3], two.trajectory[3])
+    # order 1 is SDE-DPM-Solver++1 = the DDPM posterior step; lower_order_final takes the final
+    # jump (here the last grid step, the time-uniform grid's long last step to eps) at order 1, and
+    # the step before it at order 2 (the orders fall to the number of steps left)
+    few = {lof: smp.dpmpp_3m_sde(score_fn, sde, x_T, steps=6, grid="uniform", generator=3,
+                                 lower_order_final=lof, return_trajectory=True) for lof in (True, False)}
+    torch.testing.assert_close(few[True].trajectory[:-2], few[False].trajectory[:-2], rtol=0, atol=0)
+    g = torch.Generator().manual_seed(3)
+    z = [torch.randn(x_T.shape, generator=g, dtype=f64) for _ in range(6)][-1]  # the last draw
+    t = few[True].times.tolist()
+    (a, s), (a_n, s_n) = (tuple(v.item() for v in sde.marginal_coeffs(torch.tensor([u], dtype=f64)))
+                          for u in t[-2:])
+    x = few[True].trajectory[-2]
+    h = math.log(a_n / s_n) - math.log(a / s)
+    D = (x + s**2 * score_fn(x, torch.full((16,), t[-2], dtype=f64))) / a
+    ddpm = s_n / s * math.exp(-h) * x + a_n * (1 - math.exp(-2 * h)) * D + s_n * math.sqrt(1 - math.exp(-2 * h)) * z
+    torch.testing.assert_close(few[True].x, ddpm, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(few[False].x, ddpm)
+
+
+@pytest.mark.parametrize("name", ["dpmpp_2m", "dpmpp_3m", "unipc-2", "unipc-3", "dpmpp_2m_sde", "dpmpp_3m_sde"])
 @pytest.mark.parametrize("steps", [1, 2, 3, 11])
 def test_multistep_nfe_is_one_per_step(name, steps):
     # UniPC's corrector reuses its evaluation as the next step's prediction and skips the last one
