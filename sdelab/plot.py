@@ -130,7 +130,7 @@ def results_vs_nfe(results: dict, metrics: tuple[str, ...] = ("fd", "fid"), refe
         raise ValueError(f"no sampler entry has any of the metrics {metrics}")
     n = len(present) + 1
     fig, axes = plt.subplots(1, n, figsize=figsize or (4.2 * n, 3.6))
-    markers = {"ode-rk45": "s", "em-1000": "^", "pc-500": "v", "2m-sde-20": "D"}
+    markers = {"ode-rk45": "s", "em-1000": "^", "pc-500": "v", "2m-sde-20": "D", "3m-sde-20": "P"}
     lines = {"dpm2": "o-", "unipc": "x--"}
     for i, (sde, res) in enumerate(results.items()):
         color = f"C{i}"

@@ -128,6 +128,7 @@ def test_learned_end_time_comes_with_its_grid(tmp_path, monkeypatch):
     assert seen == [(t, learned_grid(make_sde("ve"), "unipc")), (t, "log_snr"), (0.2, None)]
     # measured pairs give their grid, the others the time-uniform grid the end times used
     assert learned_grid(make_sde("vp-cosine"), "dpmpp_2m_sde") == "log_snr"
+    assert learned_grid(make_sde("vp-cosine"), "dpmpp_3m_sde") == "log_snr"
     assert learned_grid(make_sde("ve"), "unipc") == "uniform"
     assert learned_grid(make_sde("vp-linear"), "heun") is None  # keeps its own default
     assert {s for s, _ in LEARNED_GRID} <= set(samplers.SAMPLERS)
@@ -147,3 +148,6 @@ def test_learned_end_times_are_the_measured_noise_levels():
         assert abs(float(sigma / alpha) - level) < 1e-6 * level, (kind, name)
     assert learned_t_end(make_sde("vp-linear"), "euler_maruyama") == make_sde("vp-linear").eps
     assert abs(learned_t_end(make_sde("vp-linear"), "dpmpp_2m") - 0.1) < 1e-3  # the measured t
+    for name in ("vp-linear", "vp-cosine", "ve"):  # the 3M SDE takes the 2M SDE's end
+        sde = make_sde(name)
+        assert learned_t_end(sde, "dpmpp_3m_sde") == learned_t_end(sde, "dpmpp_2m_sde") > sde.eps

@@ -65,6 +65,8 @@ SAMPLERS = {
     # final-jump rule (issue 14; the entries before used order 2, a first-order last grid step)
     "unipc-10": ("unipc", {"steps": 10, "grid": "learned", "t_end": "learned"}),
     "2m-sde-20": ("dpmpp_2m_sde", {"steps": 20, "grid": "learned", "t_end": "learned"}),
+    # the 3M SDE at the 2M SDE's end time and grid (sdelab.generate.LEARNED_GRID)
+    "3m-sde-20": ("dpmpp_3m_sde", {"steps": 20, "grid": "learned", "t_end": "learned"}),
 }
 """``name -> (sampler, settings)``. Without ``"t_end"`` a setting integrates to ``sde.eps`` (every entry
 computed before the end time was measured); ``"t_end": "learned"`` stops at
