@@ -1021,9 +1021,10 @@ def test_multistep_t_end_is_sigma_min_on_ve_and_eps_elsewhere():
     # it is what the multistep samplers use by default (named grids only) and nothing else does
     score_fn = ring_mixture().score_fn(ve)
     x_T = ve.prior_sample((8, 2), torch.Generator().manual_seed(0), dtype=f64)
-    for fn in (smp.dpmpp_2m, smp.dpmpp_3m, smp.unipc):
+    for fn in (smp.dpmpp_2m, smp.dpmpp_3m, smp.unipc, smp.dpmpp_2m_sde, smp.dpmpp_3m_sde):
         assert fn(score_fn, ve, x_T, steps=5).times[-1].item() == pytest.approx(t, rel=1e-12)
         assert fn(score_fn, ve, x_T, steps=5, t_end=ve.eps).times[-1].item() == pytest.approx(ve.eps)
     grid = smp.time_grid(ve, 5, "log_snr", dtype=f64)
     assert smp.unipc(score_fn, ve, x_T, grid=grid).times[-1].item() == pytest.approx(ve.eps)
     assert smp.euler(score_fn, ve, x_T, steps=5).times[-1].item() == pytest.approx(ve.eps)
+    assert smp.euler_maruyama(score_fn, ve, x_T, steps=5).times[-1].item() == pytest.approx(ve.eps)
