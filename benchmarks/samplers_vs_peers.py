@@ -31,6 +31,11 @@ light one). Subcommands, each resumable and writing to
   grid and end time (``--kind deterministic`` or ``stochastic``; ``--csv`` picks the results
   file: the stochastic cells are also run with ``toys --n 10000 --kinds stochastic --csv
   toys-n10000-<problem>.csv``, whose Monte-Carlo floor is 5x lower than at the default n = 2000).
+* ``seeds`` / ``defaults --seeds``: one noise draw cannot judge a stochastic cell (on the ring
+  the same sampler's energy distance varies by several floors between draws). ``seeds`` runs
+  each cell's candidates (sdelab's defaults, each peer library's two best by the first draw)
+  on five fresh draws; ``defaults --seeds`` compares the means and calls sdelab behind only
+  when it is more than two standard errors of the difference behind and above the floor.
 * ``nets --which target`` / ``nets-target``: issue 14's side by side on the networks at 5, 10,
   20 and 50 NFE (sdelab as ``sample_from_checkpoint`` runs it, the peers' best configurations),
   and its table.
@@ -497,6 +502,60 @@ def cmd_toys(args) -> None:
             print(f"{pname} {sde_name} done", flush=True)
 
 
+SEED_FIELDS = ["problem", "sde", "library", "sampler", "grid", "steps", "nfe", "seed", "distance"]
+
+
+def seed_candidates(rows, nfe: int, problem: str, sde: str, top: int = 2) -> list[tuple[str, str, str]]:
+    """The entries of one stochastic toy cell worth re-measuring: sdelab's samplers on their
+    default grids and end, and each peer library's ``top`` configurations by the first draw."""
+    default = sdelab_defaults("stochastic")
+    cell = [r for r in rows if r["kind"] == "stochastic" and not r["t_end"] and int(r["nfe"]) == nfe
+            and r["problem"] == problem and r["sde"] == sde and r["distance"] not in ("", "nan")]
+    out = [(r["library"], r["sampler"], r["grid"]) for r in cell
+           if r["library"] == "sdelab" and default.get(r["sampler"]) == r["grid"]]
+    for lib in ("k-diffusion", "diffusers"):
+        ranked = sorted((r for r in cell if r["library"] == lib), key=lambda r: float(r["distance"]))
+        out += [(r["library"], r["sampler"], r["grid"]) for r in ranked[:top]]
+    return out
+
+
+def cmd_seeds(args) -> None:
+    """Stochastic toy cells on fresh noise: every candidate (:func:`seed_candidates`, chosen on
+    the first draw of ``--csv``) again with ``--seeds`` new noise draws (generator seed
+    ``budget + 1000 k``, k = 1..seeds), same prior draws x_T. One row per draw in
+    ``toys-seeds-<problem>.csv``; ``defaults --seeds`` turns them into means with standard errors.
+    Choosing on one draw and judging on others also removes the selection bias of a best-of-many."""
+    from sdelab import make_sde
+    from sdelab.toy import ring_mixture
+
+    problems = {"ring-2d": lambda: ring_mixture(8, 4.0, 0.5), "gauss-16d": gauss_16d}
+    rows = read_rows(OUT / args.csv)
+    for pname in args.problems:
+        path = OUT / f"toys-seeds-{pname}.csv"
+        done = {(r["sde"], r["library"], r["sampler"], r["grid"], r["nfe"], r["seed"]) for r in read_rows(path)}
+        for sde_name in args.sdes:
+            sde, toy = make_sde(sde_name), None
+            for budget in args.budgets:
+                entries = {e.label: e for e in toy_entries(budget, ["uniform", "log_snr", "edm", "mixed"])
+                           if e.kind == "stochastic"}
+                for lib, sampler, grid in seed_candidates(rows, budget + 1, pname, sde_name):
+                    e = entries.get(f"{lib}:{sampler}[{grid}]")
+                    if e is None:
+                        continue
+                    for k in range(1, args.seeds + 1):
+                        if (sde_name, lib, sampler, grid, str(budget + 1), str(k)) in done:
+                            continue
+                        if toy is None:
+                            toy = Toy(pname, problems[pname](), sde, n=args.n)
+                        counter = Counter(toy.score_fn)
+                        with torch.no_grad():
+                            x = e.run(counter, sde, toy.x_T, torch.Generator().manual_seed(budget + 1000 * k))
+                        append_row(path, SEED_FIELDS, dict(
+                            problem=pname, sde=sde_name, library=lib, sampler=sampler, grid=grid,
+                            steps=e.steps, nfe=counter.nfe, seed=k, distance=f"{toy.distance(x):.4e}"))
+            print(f"{pname} {sde_name} done", flush=True)
+
+
 # ----------------------------------------------------------------------------------------------
 # shipped networks: N images from identical prior noise, FD with the project's classifier
 # ----------------------------------------------------------------------------------------------
@@ -882,6 +941,50 @@ def sdelab_defaults(kind: str = "deterministic") -> dict:
     return out
 
 
+def seed_means(problem: str) -> dict:
+    """``{(sde, nfe, library, sampler, grid): (mean, standard error, draws)}`` of toys-seeds-<problem>.csv."""
+    vals: dict = {}
+    for r in read_rows(OUT / f"toys-seeds-{problem}.csv"):
+        vals.setdefault((r["sde"], int(r["nfe"]), r["library"], r["sampler"], r["grid"]), []).append(
+            float(r["distance"]))
+    return {k: (float(np.mean(v)), float(np.std(v, ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.inf,
+                len(v)) for k, v in vals.items()}
+
+
+def cmd_defaults_seeds(args) -> None:
+    """The stochastic verdict on fresh draws: per cell the best peer and sdelab's best default by
+    their mean distance over the re-measured draws, with standard errors. Behind only when
+    sdelab's mean exceeds the peer's by more than two standard errors of the difference and is
+    above the Monte-Carlo floor; otherwise level (the draws cannot tell them apart)."""
+    floor = {(r["problem"], r["sde"]): float(r["floor_q90"]) for p in args.problems
+             for r in read_rows(OUT / f"toys-n10000-{p}.csv")}
+    print("| problem | SDE | NFE | best peer | mean ± SE (draws) | sdelab, default grid "
+          "| mean ± SE (draws) | difference / SE | verdict |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    count = {"better": 0, "level": 0, "behind": 0}
+    for problem in args.problems:
+        means = seed_means(problem)
+        for sde, nfe in sorted({(k[0], k[1]) for k in means}, key=lambda c: (c[1], c[0])):
+            if nfe not in args.nfe:
+                continue
+            cell = {k[2:]: v for k, v in means.items() if k[:2] == (sde, nfe)}
+            peers = {k: v for k, v in cell.items() if k[0] != "sdelab"}
+            mine = {k: v for k, v in cell.items() if k[0] == "sdelab"}
+            if not peers or not mine:
+                continue
+            pk = min(peers, key=lambda k: peers[k][0])
+            sk = min(mine, key=lambda k: mine[k][0])
+            (pm, pse, pn), (sm, sse, sn) = peers[pk], mine[sk]
+            z = (sm - pm) / math.hypot(pse, sse)
+            fl = floor.get((problem, sde), math.inf)
+            verdict = "better" if sm <= pm else ("behind" if z > 2 and sm > fl else "level")
+            count[verdict] += 1
+            print(f"| {problem} | {sde} | {nfe} | {pk[0]}:{pk[1]}[{pk[2]}] | {pm:.3g} ± {pse:.1g} ({pn}) "
+                  f"| {sk[1]}[{sk[2]}] | {sm:.3g} ± {sse:.1g} ({sn}) | {z:+.1f} | {verdict} |")
+    print(f"\nsdelab better in {count['better']}, level in {count['level']} (within two standard errors "
+          f"or the floor), behind in {count['behind']} cells")
+
+
 def cmd_defaults(args) -> None:
     """Per toy cell: the best peer vs sdelab's best sampler of ``--kind`` on its default grid
     and end time (issue 14's target), in markdown, with the ratio of their errors.
@@ -1090,6 +1193,16 @@ def main(argv=None) -> int:
     dfl.add_argument("--nfe", nargs="+", type=int, default=[11, 21])
     dfl.add_argument("--kind", default="deterministic", choices=["deterministic", "stochastic"])
     dfl.add_argument("--csv", default="toys.csv")
+    dfl.add_argument("--seeds", action="store_true",
+                     help="stochastic cells judged on the re-measured draws of `seeds` (toys-seeds-*.csv)")
+    dfl.add_argument("--problems", nargs="+", default=["gauss-16d", "ring-2d"])
+    sd = sub.add_parser("seeds", help="stochastic toy cells: the candidates again on fresh noise draws")
+    sd.add_argument("--problems", nargs="+", default=["ring-2d", "gauss-16d"])
+    sd.add_argument("--sdes", nargs="+", default=["vp-linear", "vp-cosine", "ve"])
+    sd.add_argument("--budgets", nargs="+", type=int, default=[10, 20])
+    sd.add_argument("--seeds", type=int, default=5)
+    sd.add_argument("--n", type=int, default=10000)
+    sd.add_argument("--csv", default="toys-n10000-gauss-16d.csv", help="the first draw's results (candidates)")
     nt = sub.add_parser("nets-target", help="networks: best peer vs sdelab's default, per NFE")
     nt.add_argument("--nets", nargs="+", default=["vp-linear", "vp-cosine"])
     sub.add_parser("plot", help="toys.png and nets.png from the csv files")
@@ -1099,7 +1212,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     commands = {"baselines": cmd_baselines, "toys": cmd_toys, "nets": cmd_nets, "tend": cmd_tend,
                 "report": cmd_report, "plot": cmd_plot, "publish": cmd_publish,
-                "defaults": cmd_defaults, "nets-target": cmd_nets_target}
+                "defaults": cmd_defaults, "nets-target": cmd_nets_target, "seeds": cmd_seeds}
+    if args.cmd == "defaults" and args.seeds:
+        commands["defaults"] = cmd_defaults_seeds
     commands[args.cmd](args)
     return 0
 
