@@ -15,7 +15,6 @@ import math
 from functools import lru_cache
 
 import numpy as np
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -795,8 +794,8 @@ def test_sde_multistep_integrates_a_polynomial_data_prediction_exactly(sde_name)
     # so (run with D = q) - (run with D = 0) cancels the noise and must equal the drift integral
     # alpha_{i+1} int 2 e^{-2(lambda_{i+1} - lambda)} q(lambda) d(lambda), propagated by the linear
     # part (sigma_{i+1}/sigma_i) e^{-h}. The 3M step is exact for q of degree <= 2 once three
-    # predictions are held: its D'' coefficient is the Taylor one, 2 phi_3(2h) (halving
-    # it, as k-diffusion's sample_dpmpp_3m_sde does, leaves an error ~1e-3 here); its 2-point warm-up
+    # predictions are held: its D'' coefficient is the Taylor one, 2 phi_3(2h) (halving it, as
+    # k-diffusion's sample_dpmpp_3m_sde does, would leave a truncation error); its 2-point warm-up
     # and the 2M SDE use the midpoint form 1/2 (1 - e^{-2h}) D^(1), exact for constants only
     # (without lower_order_final, which lowers the last two steps' order at S < 25).
     sde = make_sde(sde_name)
