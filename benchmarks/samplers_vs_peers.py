@@ -273,6 +273,8 @@ NEW_SDELAB = {
     "dpmpp_3m": ("dpmpp_3m", 1, {}, "deterministic"),
     "unipc": ("unipc", 1, {}, "deterministic"),  # its default order (3 since issue 14)
     "unipc-2": ("unipc", 1, {"order": 2}, "deterministic"),
+    # UniPC as sample_from_checkpoint runs it at the measured end (generate.LEARNED_FINAL_JUMP)
+    "unipc-gridjump": ("unipc", 1, {"final_jump": "grid"}, "deterministic"),
     "euler": ("euler", 1, {}, "deterministic"),
     "heun_sigma": ("heun", 2, {}, "deterministic"),
     "dpmpp_2m_sde": ("dpmpp_2m_sde", 1, {}, "stochastic"),
@@ -725,7 +727,7 @@ def net_entries(budget: int, which: str, net: str | None = None):
         te_det, te_sto = learned_t_end(sde, "unipc"), learned_t_end(sde, "dpmpp_2m_sde")
         grid_sto = learned_grid(sde, "dpmpp_2m_sde")
         te_3, grid_3 = learned_t_end(sde, "dpmpp_3m_sde"), learned_grid(sde, "dpmpp_3m_sde")
-        out = [sdelab_entry("unipc", budget, learned_grid(sde, "unipc"), te_det),
+        out = [sdelab_entry("unipc-gridjump", budget, learned_grid(sde, "unipc"), te_det),
                sdelab_entry("dpmpp_2m_sde", budget, grid_sto, te_sto),
                sdelab_entry("dpmpp_3m_sde", budget, grid_3, te_3),
                diffusers_entry("unipc-2", budget), diffusers_entry("dpmpp_2m_sde", budget),
@@ -736,6 +738,7 @@ def net_entries(budget: int, which: str, net: str | None = None):
             default = {**sdelab_defaults(), **sdelab_defaults("stochastic")}
             out += [diffusers_entry("unipc-3", budget), diffusers_entry("dpmpp_2m", budget),
                     kdiff_entry("dpmpp_2m", budget, "uniform", te_det),
+                    sdelab_entry("unipc", budget, learned_grid(sde, "unipc"), te_det),
                     sdelab_entry("unipc", budget, default["unipc"], te_det),
                     sdelab_entry("unipc-2", budget, "uniform", te_det),
                     sdelab_entry("dpmpp_2m_sde", budget, default["dpmpp_2m_sde"], te_sto)]
@@ -1045,7 +1048,7 @@ def cmd_nets_target(args) -> None:
 
     def mine(net):  # sdelab's samplers as sample_from_checkpoint runs them on this network
         sde = make_sde(net)
-        return {"deterministic": [("unipc", learned_grid(sde, "unipc"))],
+        return {"deterministic": [("unipc-gridjump", learned_grid(sde, "unipc"))],
                 "stochastic": [(s, learned_grid(sde, s)) for s in ("dpmpp_2m_sde", "dpmpp_3m_sde")]}
 
     rows = [r for r in read_rows(OUT / "nets.csv") if r["net"] in args.nets]

@@ -138,7 +138,9 @@ exceeds 1: the extrapolation would amplify the last difference of the data predi
 of correcting with it. With ``lower_order_final`` the jump is taken at first order; when the
 last grid step is no jump and there is a final Tweedie step, the Tweedie step (itself the
 first-order jump to zero noise) is the jump and the last grid step keeps its order, as in
-diffusers' schedulers with ``final_sigmas_type="zero"``.
+diffusers' schedulers with ``final_sigmas_type="zero"``. This is ``final_jump="auto"``;
+``final_jump="grid"`` always takes the last grid step at first order (what
+:func:`sdelab.generate.sample_from_checkpoint` measured better for UniPC on learned scores).
 """
 MIXED_WEIGHT = 0.625
 """The time-uniform grid's share in the ``"mixed"`` grid (up to :data:`MIXED_FULL_BELOW`
@@ -1124,6 +1126,10 @@ def edm_stochastic(
             step; 3: :func:`dpmpp_3m_sde`).
         lower_order_final: take the final jump at first order when S < 25, as
             :func:`dpmpp_2m` does.
+        final_jump: with ``lower_order_final``, which step is the first-order final jump:
+            ``"auto"`` (:data:`JUMP_RATIO`: the last grid step when it is much the longest,
+            else the Tweedie step of ``final_denoise``) or ``"grid"`` (always the last grid
+            step; :func:`sdelab.generate.sample_from_checkpoint` uses it for learned scores).
 """)
 @torch.no_grad()
 def dpmpp_2m_sde(
@@ -1137,6 +1143,7 @@ def dpmpp_2m_sde(
     t_end: float | None = None,
     order: int = 2,
     lower_order_final: bool = True,
+    final_jump: str = "auto",
     generator: GeneratorLike = None,
     final_denoise: bool = False,
     return_trajectory: bool = False,
@@ -1176,13 +1183,19 @@ def dpmpp_2m_sde(
     )
     order = checks.integer(order, "order", minimum=1, maximum=3)
     checks.boolean(lower_order_final, "lower_order_final")
+    final_jump = checks.choice(final_jump, "final_jump", ("auto", "grid"))
     step = _multistep(score_fn, sde, times, order, lower_order_final, corrector=False,
-                      final_denoise=final_denoise, generator=generator, stochastic=True)
+                      final_denoise=final_denoise, generator=generator, stochastic=True,
+                      final_jump=final_jump)
     name = "dpmpp_2m_sde" if order == 2 else f"dpmpp_{order}m_sde"
     return _run(step, score_fn, sde, x_T, times, 1, final_denoise, return_trajectory, name)
 
 
 @_doc("""        lower_order_final: take the final jump at first order when S < 25.
+        final_jump: with ``lower_order_final``, which step is the first-order final jump:
+            ``"auto"`` (:data:`JUMP_RATIO`: the last grid step when it is much the longest,
+            else the Tweedie step of ``final_denoise``) or ``"grid"`` (always the last grid
+            step; :func:`sdelab.generate.sample_from_checkpoint` uses it for learned scores).
 """)
 @torch.no_grad()
 def dpmpp_3m_sde(
@@ -1195,6 +1208,7 @@ def dpmpp_3m_sde(
     rho: float = 7.0,
     t_end: float | None = None,
     lower_order_final: bool = True,
+    final_jump: str = "auto",
     generator: GeneratorLike = None,
     final_denoise: bool = False,
     return_trajectory: bool = False,
@@ -1227,6 +1241,7 @@ def dpmpp_3m_sde(
         t_end=t_end,
         order=3,
         lower_order_final=lower_order_final,
+        final_jump=final_jump,
         generator=generator,
         final_denoise=final_denoise,
         return_trajectory=return_trajectory,
@@ -1481,6 +1496,7 @@ def _multistep(
     final_denoise: bool = False,
     generator: torch.Generator | None = None,
     stochastic: bool = False,
+    final_jump: str = "auto",
 ) -> Callable[[Tensor, float, float], Tensor]:
     r"""The step of DPM-Solver++(kM) (``corrector=False``), UniPC-bh2 (``corrector=True``) or,
     with ``stochastic``, SDE-DPM-Solver++(kM).
@@ -1503,9 +1519,10 @@ def _multistep(
     S = len(times) - 1
     # the final jump, taken at first order with lower_order_final: the last grid step when it
     # is more than JUMP_RATIO times longer in lambda than the one before, else the Tweedie step
-    # (index S) when there is one, else the last grid step
+    # (index S) when there is one, else the last grid step; final_jump="grid": the last grid step
     jump = S - 1
-    if final_denoise and not (S >= 2 and lam[S] - lam[S - 1] > JUMP_RATIO * (lam[S - 1] - lam[S - 2])):
+    long_last = S >= 2 and lam[S] - lam[S - 1] > JUMP_RATIO * (lam[S - 1] - lam[S - 2])
+    if final_denoise and final_jump == "auto" and not long_last:
         jump = S
     hist: list[Tensor] = []  # D at the previous grid points, newest last
     pending: list[
@@ -1615,6 +1632,10 @@ def _unipc_terms(hist, lam, i, h, k, a_n, phi1, D_next, predictor: bool):
 
 @_doc("""        order: 2 or 3, the multistep order.
         lower_order_final: lower the order on the last steps when S < 25 (stabler at few steps).
+        final_jump: with ``lower_order_final``, which step is the first-order final jump:
+            ``"auto"`` (:data:`JUMP_RATIO`: the last grid step when it is much the longest,
+            else the Tweedie step of ``final_denoise``) or ``"grid"`` (always the last grid
+            step; :func:`sdelab.generate.sample_from_checkpoint` uses it for learned scores).
 """)
 @torch.no_grad()
 def dpmpp_2m(
@@ -1628,6 +1649,7 @@ def dpmpp_2m(
     t_end: float | None = None,
     order: int = 2,
     lower_order_final: bool = True,
+    final_jump: str = "auto",
     generator: GeneratorLike = None,
     final_denoise: bool = False,
     return_trajectory: bool = False,
@@ -1665,8 +1687,9 @@ def dpmpp_2m(
     )
     order = checks.integer(order, "order", minimum=1, maximum=3)
     checks.boolean(lower_order_final, "lower_order_final")
+    final_jump = checks.choice(final_jump, "final_jump", ("auto", "grid"))
     step = _multistep(score_fn, sde, times, order, lower_order_final, corrector=False,
-                      final_denoise=final_denoise)
+                      final_denoise=final_denoise, final_jump=final_jump)
     return _run(
         step,
         score_fn,
@@ -1681,6 +1704,10 @@ def dpmpp_2m(
 
 
 @_doc("""        lower_order_final: lower the order on the last steps when S < 25 (stabler at few steps).
+        final_jump: with ``lower_order_final``, which step is the first-order final jump:
+            ``"auto"`` (:data:`JUMP_RATIO`: the last grid step when it is much the longest,
+            else the Tweedie step of ``final_denoise``) or ``"grid"`` (always the last grid
+            step; :func:`sdelab.generate.sample_from_checkpoint` uses it for learned scores).
 """)
 @torch.no_grad()
 def dpmpp_3m(
@@ -1693,6 +1720,7 @@ def dpmpp_3m(
     rho: float = 7.0,
     t_end: float | None = None,
     lower_order_final: bool = True,
+    final_jump: str = "auto",
     generator: GeneratorLike = None,
     final_denoise: bool = False,
     return_trajectory: bool = False,
@@ -1720,6 +1748,7 @@ def dpmpp_3m(
         t_end=t_end,
         order=3,
         lower_order_final=lower_order_final,
+        final_jump=final_jump,
         generator=generator,
         final_denoise=final_denoise,
         return_trajectory=return_trajectory,
@@ -1729,6 +1758,10 @@ def dpmpp_3m(
 @_doc("""        order: the predictor's order p (1 to 3, default 3); with the corrector
             the method has order p + 1.
         lower_order_final: lower the order on the last steps when S < 25 (stabler at few steps).
+        final_jump: with ``lower_order_final``, which step is the first-order final jump:
+            ``"auto"`` (:data:`JUMP_RATIO`: the last grid step when it is much the longest,
+            else the Tweedie step of ``final_denoise``) or ``"grid"`` (always the last grid
+            step; :func:`sdelab.generate.sample_from_checkpoint` uses it for learned scores).
 """)
 @torch.no_grad()
 def unipc(
@@ -1742,6 +1775,7 @@ def unipc(
     t_end: float | None = None,
     order: int = 3,
     lower_order_final: bool = True,
+    final_jump: str = "auto",
     generator: GeneratorLike = None,
     final_denoise: bool = False,
     return_trajectory: bool = False,
@@ -1776,8 +1810,9 @@ def unipc(
     )
     order = checks.integer(order, "order", minimum=1, maximum=3)
     checks.boolean(lower_order_final, "lower_order_final")
+    final_jump = checks.choice(final_jump, "final_jump", ("auto", "grid"))
     step = _multistep(score_fn, sde, times, order, lower_order_final, corrector=True,
-                      final_denoise=final_denoise)
+                      final_denoise=final_denoise, final_jump=final_jump)
     return _run(
         step, score_fn, sde, x_T, times, 1, final_denoise, return_trajectory, "unipc"
     )

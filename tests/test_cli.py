@@ -116,16 +116,18 @@ def test_learned_end_time_comes_with_its_grid(tmp_path, monkeypatch):
 
     def fake_unipc(score_fn, sde, x_T, *, steps, generator=None, final_denoise=False, t_end=None,
                    **kw):
-        seen.append((t_end, kw.get("grid")))
+        seen.append((t_end, kw.get("grid"), kw.get("final_jump")))
         return types.SimpleNamespace(x=x_T.clamp(-1, 1), nfe=steps + 1)
 
     monkeypatch.setitem(samplers.SAMPLERS, "unipc", fake_unipc)
     ck = str(tmp_path / "ck.json")
     sample_from_checkpoint(ck, 2, sampler="unipc", steps=4)
-    sample_from_checkpoint(ck, 2, sampler="unipc", steps=4, grid="log_snr")
+    sample_from_checkpoint(ck, 2, sampler="unipc", steps=4, grid="log_snr", final_jump="auto")
     sample_from_checkpoint(ck, 2, sampler="unipc", steps=4, t_end=0.2)
     t = learned_t_end(make_sde("ve"), "unipc")
-    assert seen == [(t, learned_grid(make_sde("ve"), "unipc")), (t, "log_snr"), (0.2, None)]
+    # the learned end comes with its grid and, for UniPC, its final-jump rule (LEARNED_FINAL_JUMP)
+    assert seen == [(t, learned_grid(make_sde("ve"), "unipc"), "grid"), (t, "log_snr", "auto"),
+                    (0.2, None, None)]
     # measured pairs give their grid, the others the time-uniform grid the end times used
     assert learned_grid(make_sde("vp-cosine"), "dpmpp_2m_sde") == "log_snr"
     assert learned_grid(make_sde("vp-cosine"), "dpmpp_3m_sde") == "log_snr"

@@ -103,6 +103,9 @@ def test_end_time_settings_record_where_they_stopped(tmp_path, registry):
     assert res["unipc-10"]["settings"]["grid"] == learned_grid(sde, "unipc") == "uniform"
     assert res["2m-sde-20"]["settings"]["grid"] == learned_grid(sde, "dpmpp_2m_sde")
     assert tool.resolved_settings(make_sde("vp-cosine"), "2m-sde-20")["grid"] == "log_snr"
+    # UniPC's final-jump rule measured with that end (generate.LEARNED_FINAL_JUMP), recorded too
+    assert res["unipc-10"]["settings"]["final_jump"] == "grid"
+    assert "final_jump" not in res["2m-sde-20"]["settings"]
     assert res["dpm2-10"]["settings"]["t_end"] == sde.eps  # the older settings: to eps
     assert (res["unipc-10"]["nfe"], res["2m-sde-20"]["nfe"]) == (11, 21)  # + the Tweedie step
     assert res["unipc-10"]["sampler"] == "unipc"

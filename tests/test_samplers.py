@@ -1005,6 +1005,18 @@ def test_final_jump_is_the_tweedie_step_unless_the_grid_ends_with_one(name):
         t = res.times.tolist()
         ddim = smp.euler_step(score_fn, sde, res.trajectory[-2], t[-2], t[-1])
         torch.testing.assert_close(res.trajectory[-1], ddim, rtol=1e-12, atol=1e-12)
+    # final_jump="grid": the last grid step is the first-order jump whatever its length (= the
+    # rule without a Tweedie step); on the grid that ends with a jump it changes nothing
+    grid_jump = fn(score_fn, sde, x_T, steps=6, t_end=0.1, grid="log_snr", final_denoise=True,
+                   return_trajectory=True, final_jump="grid", **fixed)
+    no_tweedie = fn(score_fn, sde, x_T, steps=6, t_end=0.1, grid="log_snr", return_trajectory=True,
+                    **fixed)
+    torch.testing.assert_close(grid_jump.trajectory, no_tweedie.trajectory, rtol=0, atol=0)
+    assert not torch.allclose(grid_jump.x, early[True].x)
+    same = fn(score_fn, sde, x_T, steps=6, final_denoise=True, final_jump="grid", **fixed)
+    torch.testing.assert_close(same.x, to_eps[True].x, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="final_jump must be one of 'auto', 'grid'"):
+        fn(score_fn, sde, x_T, steps=6, final_jump="last", **fixed)
 
 
 def test_multistep_t_end_is_sigma_min_on_ve_and_eps_elsewhere():

@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sdelab import checkpoints, data, default_device, likelihood, metrics  # noqa: E402
-from sdelab.generate import learned_grid, learned_t_end, sample_from_checkpoint  # noqa: E402
+from sdelab.generate import LEARNED_FINAL_JUMP, learned_grid, learned_t_end, sample_from_checkpoint  # noqa: E402
 from sdelab.utils import atomic_write_text  # noqa: E402
 
 SDES = ("ve", "vp-linear", "vp-cosine", "subvp-linear", "subvp-cosine")
@@ -61,17 +61,18 @@ SAMPLERS = {
     # the few-step samplers as sample_from_checkpoint runs them: the measured end time
     # (sdelab.generate.learned_t_end: stop at the noise level END_NOISE names for this SDE, then
     # the Tweedie step) on the grid measured with it (sdelab.generate.learned_grid: time-uniform,
-    # log-SNR for the 2M SDE on VP-cosine); UniPC in sdelab's default order (3) and with its
-    # final-jump rule (issue 14; the entries before used order 2, a first-order last grid step)
-    "unipc-10": ("unipc", {"steps": 10, "grid": "learned", "t_end": "learned"}),
+    # log-SNR for the 2M SDE on VP-cosine); UniPC in sdelab's default order (3), its last grid
+    # step the first-order jump (sdelab.generate.LEARNED_FINAL_JUMP)
+    "unipc-10": ("unipc", {"steps": 10, "grid": "learned", "t_end": "learned", "final_jump": "learned"}),
     "2m-sde-20": ("dpmpp_2m_sde", {"steps": 20, "grid": "learned", "t_end": "learned"}),
     # the 3M SDE at the 2M SDE's end time and grid (sdelab.generate.LEARNED_GRID)
     "3m-sde-20": ("dpmpp_3m_sde", {"steps": 20, "grid": "learned", "t_end": "learned"}),
 }
 """``name -> (sampler, settings)``. Without ``"t_end"`` a setting integrates to ``sde.eps`` (every entry
 computed before the end time was measured); ``"t_end": "learned"`` stops at
-:func:`sdelab.generate.learned_t_end` and ``"grid": "learned"`` takes
-:func:`sdelab.generate.learned_grid` (the entry records both)."""
+:func:`sdelab.generate.learned_t_end`, ``"grid": "learned"`` takes
+:func:`sdelab.generate.learned_grid` and ``"final_jump": "learned"``
+:data:`sdelab.generate.LEARNED_FINAL_JUMP` (the entry records them)."""
 
 
 def results_dir() -> Path:
@@ -162,6 +163,8 @@ def resolved_settings(sde, sampler_name: str) -> dict:
     kwargs = {**kwargs, "t_end": resolved_t_end(sde, sampler_name)}
     if kwargs.get("grid") == "learned":
         kwargs["grid"] = learned_grid(sde, fn_name)
+    if kwargs.get("final_jump") == "learned":
+        kwargs["final_jump"] = LEARNED_FINAL_JUMP[fn_name]
     return kwargs
 
 
