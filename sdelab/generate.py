@@ -83,9 +83,12 @@ LEARNED_FINAL_JUMP = {"unipc": "grid"}
 is given. With exact scores the Tweedie step is the first-order jump and the last grid step
 keeps its order (:data:`sdelab.samplers.JUMP_RATIO`); with a learned score, stopped at the measured
 end, a first-order last grid step extrapolates less across the network's errors. UniPC at 11 NFE,
-FD (N = 1000, checkpoints/results/samplers-n1000-nets.csv): VP-linear 0.320 vs 0.326, VP-cosine
-0.717 vs 0.729, VE 0.629 vs 0.651; at 21 NFE 0.338 vs 0.340 and 0.898 vs 0.903; at 6 NFE mixed
-(VP-cosine 0.646 vs 0.665, VP-linear 0.497 vs 0.441); from 25 steps on the same samples."""
+FD with "grid" vs "auto" (N = 1000, checkpoints/results/samplers-n1000-nets*.csv): VP-linear 0.320
+vs 0.326, VP-cosine 0.717 vs 0.729, VE 0.629 vs 0.651; at 21 NFE 0.338 vs 0.340 and 0.898 vs
+0.903; at 6 NFE mixed (VP-cosine 0.646 vs 0.665, VP-linear 0.497 vs 0.441); from 25 steps the same
+samples. At N = 5000 on the same noise (tools/evaluate_checkpoints.py, unipc-10) lower on all five
+SDEs: VE 0.628 vs 0.649, VP-linear 0.267 vs 0.286, VP-cosine 0.698 vs 0.710, sub-VP-linear 0.444
+vs 0.507, sub-VP-cosine 0.962 vs 0.963."""
 
 
 def learned_grid(sde, sampler: str) -> str | None:

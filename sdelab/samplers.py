@@ -824,6 +824,12 @@ def _doc(extra: str = "") -> Callable:
     return attach
 
 
+_FINAL_JUMP = """        final_jump: with ``lower_order_final``, which step is the first-order final jump:
+            ``"auto"`` (:data:`JUMP_RATIO`: the last grid step when it is much the longest,
+            else the Tweedie step of ``final_denoise``) or ``"grid"`` (always the last grid
+            step; :func:`sdelab.generate.sample_from_checkpoint` uses it for learned scores).
+"""
+
 _PROJECT = """        project: optional ``project(x, t) -> x`` applied after every update (predictor and
             corrector alike) at the update's new time: the replacement method of
             :func:`sdelab.inpainting.impute` is one.
@@ -1126,11 +1132,7 @@ def edm_stochastic(
             step; 3: :func:`dpmpp_3m_sde`).
         lower_order_final: take the final jump at first order when S < 25, as
             :func:`dpmpp_2m` does.
-        final_jump: with ``lower_order_final``, which step is the first-order final jump:
-            ``"auto"`` (:data:`JUMP_RATIO`: the last grid step when it is much the longest,
-            else the Tweedie step of ``final_denoise``) or ``"grid"`` (always the last grid
-            step; :func:`sdelab.generate.sample_from_checkpoint` uses it for learned scores).
-""")
+""" + _FINAL_JUMP)
 @torch.no_grad()
 def dpmpp_2m_sde(
     score_fn: ScoreFn,
@@ -1192,11 +1194,7 @@ def dpmpp_2m_sde(
 
 
 @_doc("""        lower_order_final: take the final jump at first order when S < 25.
-        final_jump: with ``lower_order_final``, which step is the first-order final jump:
-            ``"auto"`` (:data:`JUMP_RATIO`: the last grid step when it is much the longest,
-            else the Tweedie step of ``final_denoise``) or ``"grid"`` (always the last grid
-            step; :func:`sdelab.generate.sample_from_checkpoint` uses it for learned scores).
-""")
+""" + _FINAL_JUMP)
 @torch.no_grad()
 def dpmpp_3m_sde(
     score_fn: ScoreFn,
@@ -1632,11 +1630,7 @@ def _unipc_terms(hist, lam, i, h, k, a_n, phi1, D_next, predictor: bool):
 
 @_doc("""        order: 2 or 3, the multistep order.
         lower_order_final: lower the order on the last steps when S < 25 (stabler at few steps).
-        final_jump: with ``lower_order_final``, which step is the first-order final jump:
-            ``"auto"`` (:data:`JUMP_RATIO`: the last grid step when it is much the longest,
-            else the Tweedie step of ``final_denoise``) or ``"grid"`` (always the last grid
-            step; :func:`sdelab.generate.sample_from_checkpoint` uses it for learned scores).
-""")
+""" + _FINAL_JUMP)
 @torch.no_grad()
 def dpmpp_2m(
     score_fn: ScoreFn,
@@ -1704,11 +1698,7 @@ def dpmpp_2m(
 
 
 @_doc("""        lower_order_final: lower the order on the last steps when S < 25 (stabler at few steps).
-        final_jump: with ``lower_order_final``, which step is the first-order final jump:
-            ``"auto"`` (:data:`JUMP_RATIO`: the last grid step when it is much the longest,
-            else the Tweedie step of ``final_denoise``) or ``"grid"`` (always the last grid
-            step; :func:`sdelab.generate.sample_from_checkpoint` uses it for learned scores).
-""")
+""" + _FINAL_JUMP)
 @torch.no_grad()
 def dpmpp_3m(
     score_fn: ScoreFn,
@@ -1758,11 +1748,7 @@ def dpmpp_3m(
 @_doc("""        order: the predictor's order p (1 to 3, default 3); with the corrector
             the method has order p + 1.
         lower_order_final: lower the order on the last steps when S < 25 (stabler at few steps).
-        final_jump: with ``lower_order_final``, which step is the first-order final jump:
-            ``"auto"`` (:data:`JUMP_RATIO`: the last grid step when it is much the longest,
-            else the Tweedie step of ``final_denoise``) or ``"grid"`` (always the last grid
-            step; :func:`sdelab.generate.sample_from_checkpoint` uses it for learned scores).
-""")
+""" + _FINAL_JUMP)
 @torch.no_grad()
 def unipc(
     score_fn: ScoreFn,
