@@ -393,6 +393,13 @@ def gauss_16d():
     return gaussian(torch.randn(16, generator=g, dtype=f64), q @ torch.diag(evals) @ q.T)
 
 
+def toy_problem(name: str):
+    """The benchmark's toy problems by name: 8 Gaussians on a ring, or the 16-d Gaussian."""
+    from sdelab.toy import ring_mixture
+
+    return {"ring-2d": lambda: ring_mixture(8, 4.0, 0.5), "gauss-16d": gauss_16d}[name]()
+
+
 class Toy:
     """A mixture with exact score, its reference flow and its exact target (both Tweedie-denoised)."""
 
@@ -460,12 +467,10 @@ def toy_entries(budget, grids, t_end=None):
 
 def cmd_toys(args) -> None:
     from sdelab import make_sde
-    from sdelab.toy import ring_mixture
 
     path = OUT / args.csv
     done = {(r["problem"], r["sde"], r["library"], r["sampler"], r["grid"], r["steps"], r["t_end"])
             for r in read_rows(path)}
-    problems = {"ring-2d": lambda: ring_mixture(8, 4.0, 0.5), "gauss-16d": gauss_16d}
     for pname in args.problems:
         for sde_name in args.sdes:
             sde = make_sde(sde_name)
@@ -481,7 +486,7 @@ def cmd_toys(args) -> None:
                         if e.kind not in args.kinds:
                             continue
                         if toy is None:
-                            toy = Toy(pname, problems[pname](), sde, n=args.n)
+                            toy = Toy(pname, toy_problem(pname), sde, n=args.n)
                         counter = Counter(toy.score_fn)
                         gen = torch.Generator().manual_seed(budget)
                         try:
@@ -523,22 +528,20 @@ def seed_candidates(rows, nfe: int, problem: str, sde: str, top: int = 2) -> lis
 
 def cmd_seeds(args) -> None:
     """Stochastic toy cells on fresh noise: every candidate (:func:`seed_candidates`, chosen on
-    the first draw of ``--csv``) again with ``--seeds`` new noise draws (generator seed
+    the first draw, ``toys-n10000-<problem>.csv``) again with ``--seeds`` new noise draws (seed
     ``budget + 1000 k``, k = 1..seeds), same prior draws x_T. One row per draw in
     ``toys-seeds-<problem>.csv``; ``defaults --seeds`` turns them into means with standard errors.
     Choosing on one draw and judging on others also removes the selection bias of a best-of-many."""
     from sdelab import make_sde
-    from sdelab.toy import ring_mixture
 
-    problems = {"ring-2d": lambda: ring_mixture(8, 4.0, 0.5), "gauss-16d": gauss_16d}
-    rows = read_rows(OUT / args.csv)
     for pname in args.problems:
+        rows = read_rows(OUT / f"toys-n10000-{pname}.csv")
         path = OUT / f"toys-seeds-{pname}.csv"
         done = {(r["sde"], r["library"], r["sampler"], r["grid"], r["nfe"], r["seed"]) for r in read_rows(path)}
         for sde_name in args.sdes:
             sde, toy = make_sde(sde_name), None
             for budget in args.budgets:
-                entries = {e.label: e for e in toy_entries(budget, ["uniform", "log_snr", "edm", "mixed"])
+                entries = {e.label: e for e in toy_entries(budget, smp.GRIDS)
                            if e.kind == "stochastic"}
                 for lib, sampler, grid in seed_candidates(rows, budget + 1, pname, sde_name):
                     e = entries.get(f"{lib}:{sampler}[{grid}]")
@@ -548,7 +551,7 @@ def cmd_seeds(args) -> None:
                         if (sde_name, lib, sampler, grid, str(budget + 1), str(k)) in done:
                             continue
                         if toy is None:
-                            toy = Toy(pname, problems[pname](), sde, n=args.n)
+                            toy = Toy(pname, toy_problem(pname), sde, n=args.n)
                         counter = Counter(toy.score_fn)
                         with torch.no_grad():
                             x = e.run(counter, sde, toy.x_T, torch.Generator().manual_seed(budget + 1000 * k))
@@ -1205,7 +1208,6 @@ def main(argv=None) -> int:
     sd.add_argument("--budgets", nargs="+", type=int, default=[10, 20])
     sd.add_argument("--seeds", type=int, default=5)
     sd.add_argument("--n", type=int, default=10000)
-    sd.add_argument("--csv", default="toys-n10000-gauss-16d.csv", help="the first draw's results (candidates)")
     nt = sub.add_parser("nets-target", help="networks: best peer vs sdelab's default, per NFE")
     nt.add_argument("--nets", nargs="+", default=["vp-linear", "vp-cosine"])
     sub.add_parser("plot", help="toys.png and nets.png from the csv files")

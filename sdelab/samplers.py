@@ -1227,7 +1227,8 @@ def dpmpp_3m_sde(
     noisy predictions amplifies their noise more than the 2M SDE's line: on the toys it is the
     less accurate of the two at 10 steps, each wins on some problems at 20, and from about 40
     the 3M SDE is level or ahead (chapter 4). On the shipped networks, at the 2M SDE's end time
-    and grid, it is ahead on the cosine schedules and behind on the others (chapter 6).
+    and grid, it is ahead on the cosine schedules, level on VE and behind on the linear ones
+    (chapter 6).
     """
     return dpmpp_2m_sde(
         score_fn,

@@ -61,7 +61,7 @@ SAMPLERS = {
     # the few-step samplers as sample_from_checkpoint runs them: the measured end time
     # (sdelab.generate.learned_t_end: stop at the noise level END_NOISE names for this SDE, then
     # the Tweedie step) on the grid measured with it (sdelab.generate.learned_grid: time-uniform,
-    # log-SNR for the 2M SDE on VP-cosine); UniPC in sdelab's default order (3), its last grid
+    # log-SNR for the SDE solvers on VP-cosine); UniPC in sdelab's default order (3), its last grid
     # step the first-order jump (sdelab.generate.LEARNED_FINAL_JUMP)
     "unipc-10": ("unipc", {"steps": 10, "grid": "learned", "t_end": "learned", "final_jump": "learned"}),
     "2m-sde-20": ("dpmpp_2m_sde", {"steps": 20, "grid": "learned", "t_end": "learned"}),
