@@ -17,7 +17,9 @@ light one). Subcommands, each resumable and writing to
   Deterministic samplers: RMS distance of the final (denoised) samples to a tight reference
   solve of the same prior draws (DOP853, rtol = atol = 1e-10, then the exact Tweedie step).
   Stochastic samplers: energy distance to exact samples of the data, with its Monte-Carlo
-  floor (two exact samples of the same size).
+  floor (two exact samples of the same size); on the ring mixture also the within-mode W2
+  (``Toy.mode_w2``: each mode's fitted Gaussian against its exact law), which sees the modes'
+  shape and place where the energy distance, at the ring's scale, does not.
 * ``nets``: the shipped fashion-vp-linear / fashion-vp-cosine networks, N = 1000 images drawn
   from identical prior noise (chunks of 100, chunk i seeded with i, as
   ``tools/evaluate_checkpoints.py`` does), scored by the project's classifier FD against the
@@ -33,9 +35,10 @@ light one). Subcommands, each resumable and writing to
   toys-n10000-<problem>.csv``, whose Monte-Carlo floor is 5x lower than at the default n = 2000).
 * ``seeds`` / ``defaults --seeds``: one noise draw cannot judge a stochastic cell (on the ring
   the same sampler's energy distance varies by several floors between draws). ``seeds`` runs
-  each cell's candidates (sdelab's defaults, each peer library's two best by the first draw)
-  on five fresh draws; ``defaults --seeds`` compares the means and calls sdelab behind only
-  when it is more than two standard errors of the difference behind and above the floor.
+  each cell's candidates (sdelab's defaults, each peer library's two best by the first draw,
+  by each metric) on five fresh draws; ``defaults --seeds`` compares the means per metric
+  (better or behind only beyond two standard errors of the difference and above the floor)
+  and calls a cell behind when one metric says so and none says better.
 * ``nets --which target`` / ``nets-target``: issue 14's side by side on the networks at 5, 10,
   20 and 50 NFE (sdelab as ``sample_from_checkpoint`` runs it, the peers' best configurations),
   and its table.
@@ -416,8 +419,39 @@ class Toy:
             M = torch.eye(len(S), dtype=f64) - sg**2 * torch.linalg.inv(S)
             mean = gm.mean() if callable(gm.mean) else gm.mean
             self.mean, self.cov = mean, M @ S @ M.T / a**2
-        fl = [self.distance(self.exact(n, g)) for _ in range(10)]
+        draws = [self.exact(n, g) for _ in range(10)]
+        fl = [self.distance(x) for x in draws]
         self.floor = float(np.median(fl)), float(np.quantile(fl, 0.9))
+        self.mode_floor = math.nan
+        if not self.gaussian:
+            self.mode_floor = float(np.quantile([self.mode_w2(x) for x in draws], 0.9))
+
+    @functools.cached_property
+    def mode_laws(self):
+        """Each component's law after the exact flow to eps and the Tweedie step:
+        N(mu_k, M S_k M^T / a^2), S_k = a^2 Sigma_k + s^2 I, M = I - s^2 S_k^-1 (the denoiser of
+        the component alone, exact within a mode whose neighbours are many stds away)."""
+        gm, sde = self.gm, self.sde
+        a, s = (v.item() for v in sde.marginal_coeffs(torch.tensor([sde.eps], dtype=f64)))
+        eye = torch.eye(gm.dim, dtype=f64)
+        laws = []
+        for mu, cov in zip(gm.means, gm.covs):
+            S = a**2 * cov + s**2 * eye
+            M = eye - s**2 * torch.linalg.inv(S)
+            laws.append((mu, M @ S @ M.T / a**2))
+        return laws
+
+    def mode_w2(self, x) -> float:
+        """Within-mode W2 of a mixture: each sample goes to its nearest component mean, and
+        :math:`\\sqrt{\\sum_k w_k W_2^2(\\hat g_k, g_k)}` compares the Gaussian fitted to each
+        mode's samples with that mode's exact law (:attr:`mode_laws`). The energy distance at
+        the ring's scale hardly sees a mode's shape (an early stop with a Tweedie step shrinks the
+        modes by 5-10 % in variance and leaves it at the floor); this sees shape and position,
+        while the mode weights stay the energy distance's to judge."""
+        k = torch.cdist(x.double(), self.gm.means).argmin(1)
+        total = sum(w.item() * gaussian_w2(x[k == j].double(), mu, cov) ** 2
+                    for j, (w, (mu, cov)) in enumerate(zip(self.gm.weights, self.mode_laws)))
+        return math.sqrt(total)
 
     @functools.cached_property
     def reference(self):
@@ -442,7 +476,7 @@ class Toy:
 
 
 TOY_FIELDS = ["problem", "sde", "library", "sampler", "grid", "kind", "steps", "nfe", "t_end", "path_rms",
-              "distance", "metric", "floor_median", "floor_q90"]
+              "distance", "metric", "floor_median", "floor_q90", "mode_w2", "mode_floor_q90"]
 
 
 def toy_entries(budget, grids, t_end=None):
@@ -499,30 +533,41 @@ def cmd_toys(args) -> None:
                             dist = f"{toy.distance(x):.3e}"
                         except (RuntimeError, ValueError):  # a diverged run: no finite moments
                             dist = "nan"
+                        mode = ""
+                        if e.kind == "stochastic" and not toy.gaussian:
+                            try:
+                                mode = f"{toy.mode_w2(x):.4e}"
+                            except (RuntimeError, ValueError):
+                                mode = "nan"
                         row = dict(problem=pname, sde=sde_name, library=e.library, sampler=e.sampler,
                                    grid=e.grid, kind=e.kind, steps=e.steps, nfe=counter.nfe, t_end=te,
                                    path_rms="" if e.kind == "stochastic" else
                                    f"{((x - toy.reference) ** 2).sum(1).mean().sqrt().item():.3e}",
                                    distance=dist, metric=toy.metric,
-                                   floor_median=f"{toy.floor[0]:.3e}", floor_q90=f"{toy.floor[1]:.3e}")
+                                   floor_median=f"{toy.floor[0]:.3e}", floor_q90=f"{toy.floor[1]:.3e}",
+                                   mode_w2=mode, mode_floor_q90="" if toy.gaussian else f"{toy.mode_floor:.4e}")
                         append_row(path, TOY_FIELDS, row)
             print(f"{pname} {sde_name} done", flush=True)
 
 
-SEED_FIELDS = ["problem", "sde", "library", "sampler", "grid", "steps", "nfe", "seed", "distance"]
+SEED_METRICS = ("distance", "mode_w2")  # the second only on a mixture (empty on the Gaussian)
+SEED_FIELDS = ["problem", "sde", "library", "sampler", "grid", "steps", "nfe", "seed", "distance", "mode_w2"]
 
 
 def seed_candidates(rows, nfe: int, problem: str, sde: str, top: int = 2) -> list[tuple[str, str, str]]:
     """The entries of one stochastic toy cell worth re-measuring: sdelab's samplers on their
-    default grids and end, and each peer library's ``top`` configurations by the first draw."""
+    default grids and end, and each peer library's ``top`` configurations by the first draw (by
+    each metric the cell has: the energy distance and, on a mixture, the within-mode W2)."""
     default = sdelab_defaults("stochastic")
     cell = [r for r in rows if r["kind"] == "stochastic" and not r["t_end"] and int(r["nfe"]) == nfe
             and r["problem"] == problem and r["sde"] == sde and r["distance"] not in ("", "nan")]
     out = [(r["library"], r["sampler"], r["grid"]) for r in cell
            if r["library"] == "sdelab" and default.get(r["sampler"]) == r["grid"]]
     for lib in ("k-diffusion", "diffusers"):
-        ranked = sorted((r for r in cell if r["library"] == lib), key=lambda r: float(r["distance"]))
-        out += [(r["library"], r["sampler"], r["grid"]) for r in ranked[:top]]
+        for metric in SEED_METRICS:
+            ranked = sorted((r for r in cell if r["library"] == lib and r.get(metric) not in (None, "", "nan")),
+                            key=lambda r: float(r[metric]))
+            out += [k for k in ((r["library"], r["sampler"], r["grid"]) for r in ranked[:top]) if k not in out]
     return out
 
 
@@ -557,7 +602,8 @@ def cmd_seeds(args) -> None:
                             x = e.run(counter, sde, toy.x_T, torch.Generator().manual_seed(budget + 1000 * k))
                         append_row(path, SEED_FIELDS, dict(
                             problem=pname, sde=sde_name, library=lib, sampler=sampler, grid=grid,
-                            steps=e.steps, nfe=counter.nfe, seed=k, distance=f"{toy.distance(x):.4e}"))
+                            steps=e.steps, nfe=counter.nfe, seed=k, distance=f"{toy.distance(x):.4e}",
+                            mode_w2="" if toy.gaussian else f"{toy.mode_w2(x):.4e}"))
             print(f"{pname} {sde_name} done", flush=True)
 
 
@@ -947,53 +993,89 @@ def sdelab_defaults(kind: str = "deterministic") -> dict:
     return out
 
 
-def seed_means(problem: str) -> dict:
-    """``{(sde, nfe, library, sampler, grid): (mean, standard error, draws)}`` of toys-seeds-<problem>.csv."""
+def seed_means(problem: str, metric: str = "distance") -> dict:
+    """``{(sde, nfe, library, sampler, grid): (mean, standard error, draws)}`` of one metric of
+    toys-seeds-<problem>.csv."""
     vals: dict = {}
     for r in read_rows(OUT / f"toys-seeds-{problem}.csv"):
+        if r.get(metric) in (None, "", "nan"):
+            continue
         vals.setdefault((r["sde"], int(r["nfe"]), r["library"], r["sampler"], r["grid"]), []).append(
-            float(r["distance"]))
+            float(r[metric]))
     return {k: (float(np.mean(v)), float(np.std(v, ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.inf,
                 len(v)) for k, v in vals.items()}
 
 
+def seed_verdict(mine: dict, peers: dict, floor: float) -> tuple:
+    """One metric's verdict in one cell: the best of each side by mean; ``better`` or ``behind``
+    only beyond two standard errors of the difference and with the worse one above the
+    Monte-Carlo floor, else ``level``. Returns (verdict, peer key, sdelab key, z)."""
+    pk = min(peers, key=lambda k: peers[k][0])
+    sk = min(mine, key=lambda k: mine[k][0])
+    (pm, pse, _), (sm, sse, _) = peers[pk], mine[sk]
+    z = (sm - pm) / math.hypot(pse, sse)
+    verdict = ("behind" if z > 2 and sm > floor else "better" if z < -2 and pm > floor else "level")
+    return verdict, pk, sk, z
+
+
 def cmd_defaults_seeds(args) -> None:
-    """The stochastic verdict on fresh draws: per cell the best peer and sdelab's best default by
-    their mean distance over the re-measured draws, with standard errors. Behind only when
-    sdelab's mean exceeds the peer's by more than two standard errors of the difference and is
-    above the Monte-Carlo floor; otherwise level (the draws cannot tell them apart)."""
-    floor = {(r["problem"], r["sde"]): float(r["floor_q90"]) for p in args.problems
-             for r in read_rows(OUT / f"toys-n10000-{p}.csv")}
-    print("| problem | SDE | NFE | best peer | mean ± SE (draws) | sdelab, default grid "
-          "| mean ± SE (draws) | difference / SE | verdict |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    """The stochastic verdict on fresh draws: per cell and metric the best peer and sdelab's best
+    default by their mean over the re-measured draws, with standard errors
+    (:func:`seed_verdict`). On the ring two metrics: the energy distance (the mode weights and
+    the ring's shape) and the within-mode W2 (:meth:`Toy.mode_w2`: each mode's shape and place).
+    A cell is behind when one metric says so and none says better, better the other way round,
+    else level (the two disagree, or neither can tell)."""
+    floors = {}
+    for p in args.problems:
+        for r in read_rows(OUT / f"toys-n10000-{p}.csv"):
+            floors[(p, r["sde"], "distance")] = float(r["floor_q90"])
+            if r.get("mode_floor_q90"):
+                floors[(p, r["sde"], "mode_w2")] = float(r["mode_floor_q90"])
+    print("| problem | SDE | NFE | metric | best peer | mean ± SE (draws) | sdelab, default grid "
+          "| mean ± SE (draws) | difference / SE | verdict | cell |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     count = {"better": 0, "level": 0, "behind": 0}
     for problem in args.problems:
-        means = seed_means(problem)
-        for sde, nfe in sorted({(k[0], k[1]) for k in means}, key=lambda c: (c[1], c[0])):
+        means = {m: seed_means(problem, m) for m in SEED_METRICS}
+        cells = sorted({k[:2] for v in means.values() for k in v}, key=lambda c: (c[1], c[0]))
+        for sde, nfe in cells:
             if nfe not in args.nfe:
                 continue
-            cell = {k[2:]: v for k, v in means.items() if k[:2] == (sde, nfe)}
-            peers = {k: v for k, v in cell.items() if k[0] != "sdelab"}
-            mine = {k: v for k, v in cell.items() if k[0] == "sdelab"}
-            if not peers or not mine:
+            lines, verdicts = [], []
+            for metric, ms in means.items():
+                cell = {k[2:]: v for k, v in ms.items() if k[:2] == (sde, nfe)}
+                peers = {k: v for k, v in cell.items() if k[0] != "sdelab"}
+                mine = {k: v for k, v in cell.items() if k[0] == "sdelab"}
+                if not peers or not mine:
+                    continue
+                verdict, pk, sk, z = seed_verdict(mine, peers, floors.get((problem, sde, metric), math.inf))
+                verdicts.append(verdict)
+                (pm, pse, pn), (sm, sse, sn) = peers[pk], mine[sk]
+                lines.append(f"| {problem} | {sde} | {nfe} | {metric} | {pk[0]}:{pk[1]}[{pk[2]}] "
+                             f"| {pm:.3g} ± {pse:.1g} ({pn}) | {sk[1]}[{sk[2]}] | {sm:.3g} ± {sse:.1g} ({sn}) "
+                             f"| {z:+.1f} | {verdict} |")
+            if not verdicts:
                 continue
-            pk = min(peers, key=lambda k: peers[k][0])
-            sk = min(mine, key=lambda k: mine[k][0])
-            (pm, pse, pn), (sm, sse, sn) = peers[pk], mine[sk]
-            z = (sm - pm) / math.hypot(pse, sse)
-            fl = floor.get((problem, sde), math.inf)
-            verdict = "better" if sm <= pm else ("behind" if z > 2 and sm > fl else "level")
-            count[verdict] += 1
-            print(f"| {problem} | {sde} | {nfe} | {pk[0]}:{pk[1]}[{pk[2]}] | {pm:.3g} ± {pse:.1g} ({pn}) "
-                  f"| {sk[1]}[{sk[2]}] | {sm:.3g} ± {sse:.1g} ({sn}) | {z:+.1f} | {verdict} |")
-    print(f"\nsdelab better in {count['better']}, level in {count['level']} (within two standard errors "
-          f"or the floor), behind in {count['behind']} cells")
+            cell_verdict = ("behind" if "behind" in verdicts and "better" not in verdicts else
+                            "better" if "better" in verdicts and "behind" not in verdicts else "level")
+            count[cell_verdict] += 1
+            for line in lines:
+                print(line + f" {cell_verdict} |")
+    print(f"\nsdelab better in {count['better']}, level in {count['level']} (within two standard errors, "
+          f"at the floor, or the metrics disagree), behind in {count['behind']} cells")
+
+
+NATIVE_GRID = {"k-diffusion": "edm", "diffusers": "linspace"}
+"""Each peer's own schedule, as its documentation runs it: k-diffusion's ``get_sigmas_karras``
+(EDM's rho = 7) to the SDE's end, diffusers' default ``timestep_spacing="linspace"``."""
 
 
 def cmd_defaults(args) -> None:
     """Per toy cell: the best peer vs sdelab's best sampler of ``--kind`` on its default grid
-    and end time (issue 14's target), in markdown, with the ratio of their errors.
+    and end time (issue 14's target), in markdown, with the ratio of their errors. The peers run
+    on every grid (``--peers all``: sdelab's grids handed to them, and their own) or only on
+    their own schedule (``--peers native``, :data:`NATIVE_GRID`: what a reader of their
+    documentation gets).
 
     Deterministic: path RMS to the reference solve. Stochastic: the distance to exact samples
     (energy distance or the Gaussian W2), whose Monte-Carlo floor (90 % quantile of two exact
@@ -1008,6 +1090,8 @@ def cmd_defaults(args) -> None:
         floor[(r["problem"], r["sde"])] = float(r["floor_q90"])
         side = "peer" if r["library"] != "sdelab" else "sdelab"
         if side == "sdelab" and default.get(r["sampler"]) != r["grid"]:
+            continue
+        if side == "peer" and args.peers == "native" and r["grid"] != NATIVE_GRID[r["library"]]:
             continue
         key = (int(r["nfe"]), r["problem"], r["sde"], side)
         if key not in best or float(r[value]) < best[key][0]:
@@ -1202,6 +1286,8 @@ def main(argv=None) -> int:
     dfl.add_argument("--seeds", action="store_true",
                      help="stochastic cells judged on the re-measured draws of `seeds` (toys-seeds-*.csv)")
     dfl.add_argument("--problems", nargs="+", default=["gauss-16d", "ring-2d"])
+    dfl.add_argument("--peers", default="all", choices=["all", "native"],
+                     help="the peers on every grid, or only on their own schedule (NATIVE_GRID)")
     sd = sub.add_parser("seeds", help="stochastic toy cells: the candidates again on fresh noise draws")
     sd.add_argument("--problems", nargs="+", default=["ring-2d", "gauss-16d"])
     sd.add_argument("--sdes", nargs="+", default=["vp-linear", "vp-cosine", "ve"])
