@@ -32,7 +32,8 @@ light one). Subcommands, each resumable and writing to
 * ``defaults``: per toy cell, the best peer against sdelab's best sampler on its default
   grid and end time (``--kind deterministic`` or ``stochastic``; ``--csv`` picks the results
   file: the stochastic cells are also run with ``toys --n 10000 --kinds stochastic --csv
-  toys-n10000-<problem>.csv``, whose Monte-Carlo floor is 5x lower than at the default n = 2000).
+  toys-n10000-<problem>.csv``, whose Monte-Carlo floor is 5x lower than at the default n = 2000;
+  ``--peers native`` keeps the peers on their own schedules only, what their documentation runs).
 * ``seeds`` / ``defaults --seeds``: one noise draw cannot judge a stochastic cell (on the ring
   the same sampler's energy distance varies by several floors between draws). ``seeds`` runs
   each cell's candidates (sdelab's defaults, each peer library's two best by the first draw,
