@@ -414,12 +414,8 @@ class Toy:
         self.x_T = sde.perturb(gm.sample(n, g), sde.T, generator=g)[0]
         self.target = self.exact(n, g)
         self.gaussian = gm.num_components == 1
-        if self.gaussian:  # D(x) = m + (I - s^2 S^-1)(x - a m)/a is linear: its law in closed form
-            a, sg = (v.item() for v in sde.marginal_coeffs(torch.tensor([sde.eps], dtype=f64)))
-            _, S = gm.moments_t(sde.eps, sde)
-            M = torch.eye(len(S), dtype=f64) - sg**2 * torch.linalg.inv(S)
-            mean = gm.mean() if callable(gm.mean) else gm.mean
-            self.mean, self.cov = mean, M @ S @ M.T / a**2
+        if self.gaussian:  # its denoiser is linear: the target's law in closed form
+            self.mean, self.cov = self.mode_laws[0]
         draws = [self.exact(n, g) for _ in range(10)]
         fl = [self.distance(x) for x in draws]
         self.floor = float(np.median(fl)), float(np.quantile(fl, 0.9))
@@ -430,8 +426,9 @@ class Toy:
     @functools.cached_property
     def mode_laws(self):
         """Each component's law after the exact flow to eps and the Tweedie step:
-        N(mu_k, M S_k M^T / a^2), S_k = a^2 Sigma_k + s^2 I, M = I - s^2 S_k^-1 (the denoiser of
-        the component alone, exact within a mode whose neighbours are many stds away)."""
+        N(mu_k, M S_k M^T / a^2), S_k = a^2 Sigma_k + s^2 I, M = I - s^2 S_k^-1, from the
+        component's own denoiser D(x) = mu_k + M (x - a mu_k) / a (exact for a single Gaussian;
+        within a mode of a mixture whose neighbours are many stds away, exact to round-off)."""
         gm, sde = self.gm, self.sde
         a, s = (v.item() for v in sde.marginal_coeffs(torch.tensor([sde.eps], dtype=f64)))
         eye = torch.eye(gm.dim, dtype=f64)
